@@ -1,0 +1,25 @@
+# `make test` and `make parity` create .venv on first use (pinned by constraints.txt).
+PY      := .venv/bin/python
+VENV_OK := .venv/.installed
+OUT     ?= parity_out
+
+.PHONY: test parity bench clean
+
+$(VENV_OK): pyproject.toml constraints.txt
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -c constraints.txt -e ".[torch,test]"
+	touch $(VENV_OK)
+
+test: $(VENV_OK)
+	$(PY) -m pytest -q parity_tests
+
+parity: $(VENV_OK)
+	.venv/bin/jaxmtl parity --config tiny --dtype float64 --out $(OUT)/float64
+	.venv/bin/jaxmtl parity --config tiny --dtype float32 --out $(OUT)/float32
+
+bench: $(VENV_OK)
+	$(PY) -m benchmarks all --out bench_out
+
+clean:
+	rm -rf .venv $(OUT) bench_out

@@ -1,0 +1,40 @@
+"""2-D convolution with torch's padding semantics, NHWC activations, HWIO kernels."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import lax
+
+from jaxmtl.nn.init import kaiming_normal_fan_out
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Cross-correlation of NHWC `x` with an HWIO `kernel`, no bias.
+
+    torch.nn.Conv2d(padding=p) pads p zeros on every side. Flax's 'SAME' does
+    not: for a stride-2 conv on an even-sized map it pads (0, 1) or (p-1, p),
+    shifting every output by one pixel against torch. So the padding is
+    spelled out as the symmetric pair ((p, p), (p, p)).
+    """
+    return lax.conv_general_dilated(
+        x, kernel,
+        window_strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+class Conv2d(nnx.Module):
+    """Bias-free Conv2d as used in ResNet; `kernel` is HWIO (torch: OIHW)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 stride: int = 1, padding: int = 0, rngs: nnx.Rngs):
+        self.stride = stride
+        self.padding = padding
+        self.kernel = nnx.Param(kaiming_normal_fan_out(
+            rngs.params(), (kernel_size, kernel_size, in_channels, out_channels), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return conv2d(x, self.kernel[...], self.stride, self.padding)

@@ -1,0 +1,47 @@
+"""Shared fixtures: paired models built once per session, per dtype.
+
+x64 is switched on for the whole session before any array exists; float32
+tests create float32 arrays explicitly, and the harness asserts every JAX
+output has the requested dtype, so no silent promotion goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import jax
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+from jaxmtl.config import TINY  # noqa: E402
+from jaxmtl.parity.precision import set_full_precision  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pairs():
+    """{"float64": ModelPair, "float32": ModelPair} on the tiny config, built lazily."""
+    from jaxmtl.parity.model_pair import build_model_pair
+
+    cache = {}
+
+    def get(dtype: str):
+        if dtype not in cache:
+            set_full_precision(dtype)
+            cache[dtype] = build_model_pair(TINY, dtype, seed=0)
+        return cache[dtype]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def model_check_results(pairs):
+    """The single-point checks per dtype, computed once and shared by the tests."""
+    from jaxmtl.parity.model_pair import model_checks
+
+    cache = {}
+
+    def get(dtype: str):
+        if dtype not in cache:
+            cache[dtype] = {c.name: c for c in model_checks(pairs(dtype))}
+        return cache[dtype]
+
+    return get
