@@ -7,7 +7,7 @@ OUT     ?= parity_out
 
 $(VENV_OK): pyproject.toml constraints.txt
 	python3 -m venv .venv
-	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q pip==26.3  # pinned: reproducible resolver
 	.venv/bin/pip install -q -c constraints.txt -e ".[torch,test]"
 	touch $(VENV_OK)
 
