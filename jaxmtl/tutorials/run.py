@@ -25,11 +25,13 @@ def list_examples(file=sys.stdout) -> None:
 
 
 def _fmt(v) -> str:
-    if isinstance(v, (np.ndarray, np.generic)) or np.isscalar(v) and not isinstance(v, str):
+    if isinstance(v, (np.ndarray, np.generic, bool, int, float)):
         a = np.asarray(v)
-        if a.dtype.kind in "fc" or a.dtype.kind in "iub":
-            text = np.array2string(a, precision=6, threshold=12, edgeitems=3, max_line_width=10**6)
-            return text.replace("\n", "") + (f"  {a.dtype} {a.shape}" if a.ndim else f"  {a.dtype}")
+        if a.size > 12:  # big arrays: a summary, the full values are one call away
+            head = np.array2string(a.ravel()[:4], precision=6, max_line_width=10**6)[:-1]
+            return f"{a.dtype} {a.shape} norm {np.linalg.norm(a.astype(np.float64)):.6g}, first {head} ...]"
+        text = np.array2string(a, precision=6, max_line_width=10**6).replace("\n", "")
+        return text + f"  {a.dtype}" + (f" {a.shape}" if a.ndim else "")
     return str(v)
 
 
