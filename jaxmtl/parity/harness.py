@@ -86,11 +86,16 @@ class TableConversion:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerPair:
-    """The same optimizer in both libraries: torch_fn(parameters) -> torch.optim.Optimizer."""
+    """The same optimizer in both libraries: torch_fn(parameters) -> torch.optim.Optimizer.
+
+    `torch_before_step(parameters)` runs between backward() and step(), e.g.
+    torch.nn.utils.clip_grad_norm_ (which optax expresses inside the chain).
+    """
 
     name: str
     torch_fn: Callable[[Any], Any]
     optax_tx: optax.GradientTransformation
+    torch_before_step: Callable[[Any], Any] | None = None
 
 
 @dataclasses.dataclass
@@ -274,6 +279,8 @@ def training_checks(pair: PortPair, batches: Sequence[InputPair], opt: Optimizer
         torch_opt.zero_grad()
         t_loss, _ = pair.torch_loss(module, _to_torch(torch_in), True)
         t_loss.backward()
+        if opt.torch_before_step is not None:
+            opt.torch_before_step(module.parameters())
         torch_opt.step()
         torch_curve[f"step {i}"] = t_loss.detach().numpy()
     checks = [check_from_errs(f"curve/{opt.name}", tree_rel_errs(jax_curve, torch_curve), tol)]

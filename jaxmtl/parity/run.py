@@ -43,5 +43,13 @@ def run(args: argparse.Namespace) -> int:
             print(check.line(), file=sys.stderr, flush=True)
             checks.append(check)
     doc = write_parity_json(args.out / "parity.json", cfg.name, args.dtype, checks)
+    from jaxmtl.parity.report import failure_lines, write_report
+
+    for line in failure_lines(checks):  # the worst tensor of each failing check: where to look
+        print(line, file=sys.stderr)
+    meta = {"config": cfg.name, "dtype": args.dtype, "seed": str(args.seed),
+            "models": "torch_ref.model.MultiTaskModel (reference) vs jaxmtl.model.MultiTaskModel, "
+                      "weights initialised in torch and converted by torch_ref/convert.py"}
+    print(f"parity: report -> {write_report(args.out, checks, meta)}", file=sys.stderr)
     print(f"parity: {'PASSED' if doc['passed'] else 'FAILED'} -> {args.out / 'parity.json'}", file=sys.stderr)
     return 0 if doc["passed"] else 1

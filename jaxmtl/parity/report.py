@@ -1,0 +1,151 @@
+"""The human-readable verdict: DIR/report.md and DIR/grad_errors.png.
+
+report.md says what was compared, lists every check with its error,
+tolerance and verdict, names the worst tensors of each failing check, and
+records library versions and device. grad_errors.png plots the relative
+error of every parameter tensor (log scale), grouped by module, with the
+tolerance drawn as a line, so a failing layer stands out at a glance.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from jaxmtl.parity.checks import Check, summarize
+
+FLOOR = 1e-18  # exact agreement (error 0) is drawn here on the log axis
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "torch", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the libraries both sides depend on, and Python's."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def devices() -> dict[str, str]:
+    """Where each framework computed (parity runs on the default device of each)."""
+    import jax
+
+    out = {"jax": ", ".join(f"{d.platform}:{d.device_kind}" for d in jax.devices())}
+    if "torch" in sys.modules:  # never import torch just to describe it
+        torch = sys.modules["torch"]
+        out["torch"] = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        out["torch threads"] = str(torch.get_num_threads())
+    return out
+
+
+def worst_tensors(check: Check, n: int = 3) -> list[tuple[str, float]]:
+    """The n tensors with the largest error (NaN first), for pointing at the layer to fix."""
+    key = lambda kv: float("inf") if kv[1] != kv[1] else kv[1]  # noqa: E731
+    return sorted(check.errors.items(), key=key, reverse=True)[:n]
+
+
+def failure_lines(checks: Sequence[Check]) -> list[str]:
+    """One line per failing check naming its worst tensors (stderr and report)."""
+    lines = []
+    for c in checks:
+        if not c.passed:
+            tops = ", ".join(f"{k} ({v:.2e})" for k, v in worst_tensors(c))
+            lines.append(f"FAIL {c.name}: worst tensor {c.worst} "
+                         f"(max_rel_err {c.max_rel_err:.3e} > tol {c.tolerance:.0e}); top: {tops}")
+    return lines
+
+
+def render_markdown(checks: Sequence[Check], meta: Mapping[str, str], plots: Sequence[str] = ()) -> str:
+    passed = summarize(list(checks))
+    n_fail = sum(not c.passed for c in checks)
+    lines = [f"# Parity report: {'PASSED' if passed else f'FAILED ({n_fail} of {len(checks)} checks)'}", ""]
+    lines += ["## What was compared", ""]
+    lines += [f"- **{k}**: {v}" for k, v in meta.items()]
+    lines += ["- **metric**: per tensor `||jax - torch|| / max(||torch||, 1e-30)` (torch is the "
+              "reference); a check's error is the maximum over its tensors", ""]
+    lines += ["## Checks", "", "| check | max_rel_err | tolerance | result | worst tensor |",
+              "| --- | --- | --- | --- | --- |"]
+    for c in checks:
+        lines.append(f"| {c.name} | {c.max_rel_err:.3e} | {c.tolerance:.0e} | "
+                     f"{'pass' if c.passed else '**FAIL**'} | `{c.worst}` |")
+    lines.append("")
+    if n_fail:
+        lines += ["## Failures: where to look", ""]
+        lines += [f"- {line}" for line in failure_lines(checks)]
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    lines += ["## Environment", "", "| | |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in {**versions(), **devices()}.items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _group(name: str) -> str:
+    """Module a tensor belongs to: 'backbone.layer2.0.conv1.weight' -> 'backbone.layer2'."""
+    parts = name.replace("/", ".").split(".")
+    if parts[0] == "backbone" and len(parts) > 2:
+        return ".".join(parts[:2]) if parts[1].startswith("layer") else "backbone.stem"
+    return parts[0] if len(parts) > 1 else "(top)"
+
+
+def plot_grad_errors(checks: Sequence[Check], path: Path) -> bool:
+    """grad_errors.png: one row per parameter tensor, one marker per grad/* check. False if none."""
+    grads = [c for c in checks if c.name.startswith("grad/") and c.errors]
+    if not grads:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(grads[0].errors)  # torch order: the module order of the model
+    height = max(4.0, 0.2 * len(names) + 1.5)
+    fig, ax = plt.subplots(figsize=(10, height))
+    markers = "os^Dv<>"
+    for i, c in enumerate(grads):
+        ys = [j for j, n in enumerate(names) if n in c.errors]
+        xs = [max(c.errors[names[j]], FLOOR) if c.errors[names[j]] == c.errors[names[j]] else 1e3 for j in ys]
+        ax.scatter(xs, ys, s=22, marker=markers[i % len(markers)], alpha=0.8, label=c.name, zorder=3)
+    tol = grads[0].tolerance
+    ax.axvline(tol, color="red", linestyle="--", linewidth=1.5, label=f"tolerance {tol:.0e}", zorder=2)
+    groups = [_group(n) for n in names]
+    start = 0
+    for j in range(1, len(names) + 1):  # shade alternate module groups, label each once
+        if j == len(names) or groups[j] != groups[start]:
+            if len(set(groups[:start])) % 2 == 0:
+                ax.axhspan(start - 0.5, j - 0.5, color="0.92", zorder=0)
+            ax.text(1.01, (start + j - 1) / 2, groups[start], transform=ax.get_yaxis_transform(),
+                    va="center", fontsize=8)
+            start = j
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=6)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("relative error ||jax - torch|| / ||torch||  (0 drawn at 1e-18)")
+    ax.set_title("Gradient parity per parameter tensor")
+    ax.grid(axis="x", which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(out_dir: Path, checks: Sequence[Check], meta: Mapping[str, str]) -> Path:
+    """Writes out_dir/report.md (and out_dir/grad_errors.png when there are grad checks)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = ["grad_errors.png"] if plot_grad_errors(checks, out_dir / "grad_errors.png") else []
+    if (out_dir / "curves.png").exists():
+        plots.append("curves.png")
+    path = out_dir / "report.md"
+    path.write_text(render_markdown(checks, meta, plots))
+    return path
