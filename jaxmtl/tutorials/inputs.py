@@ -58,3 +58,9 @@ SEED_MLP_Y1_GRAD = np.array([[0.1996, 3.5949, -2.6491, 0.7318],
                              [0.6976, 12.5669, -9.2606, 2.5581]])
 SEED_MLP_B1_GRAD = np.array([1.6432, 29.6020, -21.8138, 6.0257])
 SEED_MLP_LOSS = 25.1672
+
+
+def resnet18_inputs(seed: int = 7, num_classes: int = 1000) -> dict[str, np.ndarray]:
+    """004: data = rand(1, 3, 64, 64) (NCHW, torch layout), labels = rand(1, num_classes)."""
+    r = rng(seed)
+    return {"data_nchw": r.random((1, 3, 64, 64)), "labels": r.random((1, num_classes))}

@@ -25,6 +25,9 @@ def list_examples(file=sys.stdout) -> None:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, dict):  # {name: array}: a parameter tree, flattened
+        total = np.sqrt(sum(float(np.sum(np.asarray(a, np.float64) ** 2)) for a in v.values()))
+        return f"{len(v)} arrays, total norm {total:.6g}"
     if isinstance(v, (np.ndarray, np.generic, bool, int, float)):
         a = np.asarray(v)
         if a.size > 12:  # big arrays: a summary, the full values are one call away
@@ -38,6 +41,12 @@ def _fmt(v) -> str:
 def _rel(a, b) -> str:
     from jaxmtl.trees import rel_err
 
+    if isinstance(a, dict) and isinstance(b, dict):
+        from jaxmtl.trees import tree_rel_errs
+
+        errs = tree_rel_errs(a, b)
+        worst = max(errs, key=errs.get)
+        return f"{errs[worst]:.3e} (worst tensor: {worst})"
     try:
         a, b = np.asarray(a), np.asarray(b)
         if a.dtype.kind in "fiu" and b.dtype.kind in "fiu" and a.shape == b.shape:
