@@ -22,9 +22,9 @@ from jaxmtl.model import ResNet
 from jaxmtl.nn import torch_linear
 from jaxmtl.trees import flatten_state, path_name
 from jaxmtl.tutorials.inputs import resnet18_inputs
+from jaxmtl.tutorials.weights import DTYPES, cast_floats, fill, split_abstract
 
 WIDTHS = (64, 128, 256, 512)
-DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
 
 class ResNet18(nnx.Module):
@@ -43,29 +43,9 @@ def build(weights: dict | None, num_classes: int, seed: int = 0, dtype: str = "f
     if weights is None:
         model = nnx.jit(lambda: ResNet18(num_classes, rngs=nnx.Rngs(seed)))()
         graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-        cast = lambda a: a.astype(DTYPES[dtype]) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa: E731
-        return graphdef, jax.tree.map(cast, params), stats
-    # Structure only (no JAX initialisation work), then fill every leaf from `weights`.
-    graphdef, params, stats = nnx.split(nnx.eval_shape(lambda: ResNet18(num_classes, rngs=nnx.Rngs(0))),
-                                        nnx.Param, nnx.BatchStat)
-    return graphdef, _fill(params, weights["params"], dtype), _fill(stats, weights["batch_stats"], dtype)
-
-
-def _fill(abstract: nnx.State, flat: dict[str, np.ndarray], dtype: str) -> nnx.State:
-    pure = nnx.to_pure_dict(abstract)
-    names = {path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(pure)[0]}
-    if names != set(flat):
-        raise KeyError(f"weights do not fit resnet18: missing {sorted(names - set(flat))}, "
-                       f"unexpected {sorted(set(flat) - names)}")
-
-    def leaf(p, spec):
-        a = np.asarray(flat[path_name(p)])
-        if a.shape != spec.shape:
-            raise ValueError(f"{path_name(p)}: expected shape {spec.shape}, got {a.shape}")
-        return jnp.asarray(a, DTYPES[dtype] if np.issubdtype(a.dtype, np.floating) else a.dtype)
-
-    nnx.replace_by_pure_dict(abstract, jax.tree_util.tree_map_with_path(leaf, pure))
-    return abstract
+        return graphdef, cast_floats(params, dtype), stats
+    graphdef, params, stats = split_abstract(lambda: ResNet18(num_classes, rngs=nnx.Rngs(0)))
+    return graphdef, fill(params, weights["params"], dtype), fill(stats, weights["batch_stats"], dtype)
 
 
 def _inputs(num_classes: int, dtype: str):
