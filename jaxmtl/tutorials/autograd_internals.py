@@ -137,8 +137,8 @@ def grad_clipping(inputs: dict | None = None, max_norm: float = 1.0) -> dict:
     grads = jax.grad(lambda ws: 100.0 * _mlp_loss(list(ws), v["x"], False))(v["ws"])
     clip = optax.clip_by_global_norm(max_norm)
     clipped, _ = clip.update(grads, clip.init(grads))
-    return {"total_norm": np.asarray(optax.global_norm(grads)), "clipped_grad": np.asarray(clipped),
-            "clipped_norm": np.asarray(optax.global_norm(clipped))}
+    return {"total_norm": np.asarray(optax.tree.norm(grads)), "clipped_grad": np.asarray(clipped),
+            "clipped_norm": np.asarray(optax.tree.norm(clipped))}
 
 
 MP_X = np.array([1.0, 2.0, 3.0, 4.0], np.float32) * 1e-3
