@@ -7,7 +7,39 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from jaxmtl.nn.conv_impl import conv2d_fast
 from jaxmtl.nn.init import kaiming_normal_fan_out
+
+
+def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, padding: int
+             ) -> tuple[str, str, str]:
+    """(forward, dX, dW) formulation for XLA:CPU: "xla", "im2col", "shift" or "im2colT" (conv_impl.py).
+
+    A rule distilled from benchmarks/conv_shapes.py (per-shape timings of every
+    formulation in each direction on the tiny/small/resnet18 layers; the suite
+    re-measures them and reports where this rule loses to the winner):
+    - XLA's forward and input-gradient convs collapse on small output maps with
+      many channels (3x3 512->512 on 2x2: seconds instead of tens of ms), so
+      maps of <= 4 output pixels use im2col; dX uses col2im up to 4x4 maps.
+    - 1x1 convs are a (strided) slice and one matmul: im2col in all directions
+      (XLA's kernel-gradient conv for the 1x1/2 downsample is ~10x slower).
+    - XLA's kernel-gradient conv is slow for strided convs: patches^T @ dY
+      instead; for the 7x7/2 stem with >= 64 filters the transposed-patch
+      layout (im2colT) is the fastest, with 16 filters XLA's own still wins.
+    Everything else (3x3 stride-1 convs on 8x8 and larger maps) stays with XLA.
+    """
+    ho = (h + 2 * padding - k) // stride + 1
+    wo = (w + 2 * padding - k) // stride + 1
+    pixels = ho * wo
+    if k == 1:
+        return ("im2col", "im2col", "im2col")
+    fwd = "im2col" if pixels <= 4 or (stride == 2 and cin >= 64) else "xla"
+    dx = "im2col" if pixels <= 16 else "xla"
+    if k >= 7:
+        dw = "im2colT" if cout >= 64 else "xla"
+    else:
+        dw = "im2col" if stride > 1 else "xla"
+    return (fwd, dx, dw)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -17,7 +49,18 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Ar
     not: for a stride-2 conv on an even-sized map it pads (0, 1) or (p-1, p),
     shifting every output by one pixel against torch. So the padding is
     spelled out as the symmetric pair ((p, p), (p, p)).
+
+    On the CPU backend (checked at trace time) the forward pass, dX and dW
+    each use the formulation `cpu_plan` picks for this shape (see
+    conv_impl.py and benchmarks/conv_shapes.py); the values are the same
+    function with a different summation order. On GPU/TPU XLA's native conv
+    (cuDNN) is used as is.
     """
+    if jax.default_backend() == "cpu":
+        k = kernel.shape[0]
+        plan = cpu_plan(x.shape[0], x.shape[1], x.shape[2], x.shape[3], kernel.shape[3], k, stride, padding)
+        if plan != ("xla", "xla", "xla"):
+            return conv2d_fast(x, kernel, stride, padding, plan)
     return lax.conv_general_dilated(
         x, kernel,
         window_strides=(stride, stride),

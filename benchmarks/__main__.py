@@ -1,0 +1,31 @@
+"""Dispatcher: python -m benchmarks <subcommand> [options]."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "step": "benchmarks.step",
+    "bptt": "benchmarks.bptt",
+    "memory": "benchmarks.memory",
+    "efficiency": "benchmarks.efficiency",
+    "convshapes": "benchmarks.conv_shapes",
+    "all": "benchmarks.run_all",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, modname in SUBCOMMANDS.items():
+        mod = importlib.import_module(modname)
+        mod.add_arguments(sub.add_parser(name, help=(mod.__doc__ or "").splitlines()[0]))
+    args = parser.parse_args(argv)
+    importlib.import_module(SUBCOMMANDS[args.command]).run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

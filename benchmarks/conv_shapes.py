@@ -1,0 +1,121 @@
+"""Per-layer-shape micro-benchmark: each conv formulation for forward, dX and dW.
+
+For every distinct conv shape of the tiny / small / resnet18 models (batch
+N = B*T frames), times under jit:
+  fwd: y = conv(x, W)                xla | im2col (patches @ W) | shift (sum of k*k view @ W[i,j])
+  dx:  transpose of conv in x, at dY xla (XLA's transposed conv) | im2col (col2im) | shift (k*k dY @ W[i,j]^T, padded, summed)
+  dw:  transpose of conv in W, at dY xla (kernel-gradient conv) | im2col (patches^T dY) | shift (k*k view^T @ dY)
+and records the winner of each direction. `python -m benchmarks convshapes`
+writes results.json with the table; jaxmtl/nn/conv.py's CPU plan is checked
+against these winners (the "plan_agrees" column).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.timing import aot_compile, machine_info, time_budgeted, write_results
+from jaxmtl.config import ModelConfig, get_config
+from jaxmtl.nn.conv import cpu_plan
+from jaxmtl.nn.conv_impl import FORMULATIONS, conv_by, out_size
+
+DIRECTIONS = ("fwd", "dx", "dw")
+
+
+def conv_shapes(cfg: ModelConfig) -> list[dict[str, Any]]:
+    """Distinct conv shapes of the model's ResNet, with how many layers share each."""
+    n, size = cfg.batch_size * cfg.seq_len, cfg.image_size
+    shapes: dict[tuple, dict[str, Any]] = {}
+
+    def add(name, h, cin, cout, k, s, p):
+        key = (n, h, cin, cout, k, s, p)
+        if key in shapes:
+            shapes[key]["count"] += 1
+        else:
+            shapes[key] = dict(config=cfg.name, layer=name, n=n, h=h, cin=cin, cout=cout,
+                               k=k, stride=s, pad=p, count=1)
+
+    add("stem", size, cfg.in_channels, cfg.widths[0], 7, 2, 3)
+    h = out_size(out_size(size, 7, 2, 3), 3, 2, 1)
+    cin = cfg.widths[0]
+    for i, w in enumerate(cfg.widths):
+        s = 1 if i == 0 else 2
+        add(f"layer{i + 1}.0.conv1", h, cin, w, 3, s, 1)
+        if s != 1 or cin != w:
+            add(f"layer{i + 1}.0.downsample", h, cin, w, 1, s, 0)
+        h = out_size(h, 3, s, 1)
+        for _ in range(3):  # layerN.0.conv2, layerN.1.conv1, layerN.1.conv2
+            add(f"layer{i + 1}.x.conv", h, w, w, 3, 1, 1)
+        cin = w
+    return list(shapes.values())
+
+
+def _direction_fn(direction: str, method: str, shape: dict[str, Any], dtype):
+    k, s, p = shape["k"], shape["stride"], shape["pad"]
+    x = jax.ShapeDtypeStruct((shape["n"], shape["h"], shape["h"], shape["cin"]), dtype)
+    w = jax.ShapeDtypeStruct((k, k, shape["cin"], shape["cout"]), dtype)
+    if direction == "fwd":
+        return (lambda x, w: conv_by(method, x, w, s, p)), (x, w)
+    ho = out_size(shape["h"], k, s, p)
+    dy = jax.ShapeDtypeStruct((shape["n"], ho, ho, shape["cout"]), dtype)
+    if direction == "dx":
+        return (lambda w, dy: jax.linear_transpose(lambda x_: conv_by(method, x_, w, s, p), x)(dy)[0]), (w, dy)
+    return (lambda x, dy: jax.linear_transpose(lambda w_: conv_by(method, x, w_, s, p), w)(dy)[0]), (x, dy)
+
+
+def measure_shape(shape: dict[str, Any], budget_s: float, dtype=jnp.float32) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    row = dict(shape)
+    for direction in DIRECTIONS:
+        times = {}
+        for method in FORMULATIONS:
+            fn, specs = _direction_fn(direction, method, shape, dtype)
+            args = [jnp.asarray(rng.standard_normal(a.shape), dtype) for a in specs]
+            compiled, _ = aot_compile(fn, *args)
+            times[method] = time_budgeted(lambda: compiled(*args), budget_s)
+        row[direction] = times
+        row[f"{direction}_winner"] = min(times, key=lambda m: times[m]["median"])
+    plan = cpu_plan(shape["n"], shape["h"], shape["h"], shape["cin"], shape["cout"],
+                    shape["k"], shape["stride"], shape["pad"])
+    row["plan"] = list(plan)
+    row["plan_agrees"] = [plan[i] == row[f"{d}_winner"] for i, d in enumerate(DIRECTIONS)]
+    # Time lost by the plan against the per-direction winner (seconds, per layer).
+    row["plan_loss_s"] = sum(row[d][plan[i]]["median"] - row[d][row[f"{d}_winner"]]["median"]
+                             for i, d in enumerate(DIRECTIONS))
+    return row
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'config':9}{'layer':22}{'N':>4}{'HxW':>6}{'Cin':>5}{'Cout':>5}{'k/s':>5}  "
+          + "  ".join(f"{d + ': ' + '/'.join(FORMULATIONS) + ' ms (win)':34}" for d in DIRECTIONS) + "  plan")
+    for r in rows:
+        cells = []
+        for d in DIRECTIONS:
+            cells.append("/".join(f"{r[d][m]['median'] * 1e3:.2f}" for m in FORMULATIONS)
+                         + f" ({r[d + '_winner']})")
+        print(f"{r['config']:9}{r['layer']:22}{r['n']:4}{r['h']:>6}{r['cin']:5}{r['cout']:5}"
+              f"{r['k']:>3}/{r['stride']}  " + "  ".join(f"{c:34}" for c in cells) + "  " + "/".join(r["plan"])
+              + ("" if all(r["plan_agrees"]) else f"  (loss {r['plan_loss_s'] * 1e3:.2f} ms)"))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--configs", default="tiny,small,resnet18")
+    p.add_argument("--budget", type=float, default=0.3, help="seconds of timing per formulation")
+    p.add_argument("--out", default="bench_out/conv_shapes")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rows = []
+    for name in args.configs.split(","):
+        for shape in conv_shapes(get_config(name)):
+            rows.append(measure_shape(shape, args.budget))
+            print_table(rows[-1:])
+    print_table(rows)
+    results = {"machine": machine_info(), "rows": rows}
+    write_results(args.out, results)
+    return results

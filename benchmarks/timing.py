@@ -1,0 +1,145 @@
+"""Shared timing methodology: warm-up, synchronised timing, medians, AOT compile time, machine record.
+
+Every figure is a dict {"median", "min", "max", "reps", "unit"} (seconds):
+the median is the headline, min/max show the spread. JAX calls are timed up
+to `jax.block_until_ready` (dispatch is asynchronous); torch on the CPU is
+synchronous. Compile time is never inside a step time: JAX functions are
+compiled ahead of time with `jax.jit(f).lower(*args).compile()` and that
+call is timed on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+
+def summarize(times: list[float]) -> dict[str, Any]:
+    """{"median", "min", "max", "reps", "unit"} of a list of seconds."""
+    return {"median": statistics.median(times), "min": min(times), "max": max(times),
+            "reps": len(times), "unit": "s"}
+
+
+def time_calls(fn: Callable[[], Any], reps: int, warmup: int = 1) -> dict[str, Any]:
+    """Times `fn()` `reps` times after `warmup` untimed calls; JAX outputs are waited for."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return summarize(times)
+
+
+def time_budgeted(fn: Callable[[], Any], budget_s: float, min_reps: int = 3, max_reps: int = 50,
+                  warmup: int = 1) -> dict[str, Any]:
+    """Like time_calls, but the repetition count fits a time budget (at least `min_reps`)."""
+    for _ in range(warmup):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        first = time.perf_counter() - t0
+    reps = int(min(max_reps, max(min_reps, budget_s / max(first, 1e-6))))
+    return time_calls(fn, reps, warmup=0)
+
+
+def aot_compile(fn: Callable, *args, **jit_kwargs) -> tuple[Any, float]:
+    """(compiled, seconds): `jax.jit(fn).lower(*args).compile()`, trace+lower+compile timed together."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn, **jit_kwargs).lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split()
+                              if f.startswith(("avx", "fma", "amx", "sse4")))
+    except OSError:
+        pass
+    return []
+
+
+def set_torch_threads() -> int:
+    """torch gets as many intra-op threads as there are cores (XLA:CPU uses all cores by default)."""
+    import torch
+
+    n = os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, thread settings of both frameworks, library versions."""
+    import flax
+    import optax
+
+    info: dict[str, Any] = {
+        "cpu_model": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+        "platform": platform.platform(), "python": platform.python_version(),
+        "jax": jax.__version__, "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "flax": flax.__version__, "optax": optax.__version__, "numpy": np.__version__,
+        "jax_backend": jax.default_backend(), "jax_devices": [str(d) for d in jax.devices()],
+        # XLA:CPU sizes its intra-op Eigen thread pool to the number of cores
+        # unless XLA_FLAGS says otherwise; both are recorded.
+        "xla_threads": os.cpu_count(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+    }
+    try:
+        import jaxlib
+
+        info["jaxlib"] = jaxlib.__version__
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                    torch_interop_threads=torch.get_num_interop_threads())
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def write_results(out_dir: str | Path, results: dict[str, Any]) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=2, default=_jsonable))
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def fmt_ms(stat: dict[str, Any] | None) -> str:
+    return "-" if not stat else f"{stat['median'] * 1e3:9.1f}"

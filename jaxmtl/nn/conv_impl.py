@@ -1,0 +1,163 @@
+"""Convolution formulations for XLA:CPU: native conv, or im2col (shifted slices + one matmul).
+
+XLA:CPU's native convolution is slow for some shapes (measured in
+benchmarks/conv_shapes.py): the forward pass on tiny maps with many channels
+and the kernel gradient almost everywhere. Each direction of a convolution
+(forward, input gradient dX, kernel gradient dW) can be written instead as
+one large matmul over patches built from shifted strided slices:
+
+    patches[n, ho, wo, (i, j, c)] = xpad[n, s*ho + i, s*wo + j, c]
+    forward: y  = patches @ W.reshape(k*k*C, O)
+    dW:      dW = patches^T @ dY              (one matmul, reduces over N*Ho*Wo)
+    dX:      dP = dY @ W^T, then "col2im": the transpose of the slicing, i.e.
+             each (i, j) block of dP zero-padded back to its place and summed.
+
+All formulations compute the same mathematical function, only the summation
+order differs (float64 agrees with lax.conv_general_dilated to ~1e-15).
+`conv2d_fast` is a `jax.custom_jvp`: its tangent rule is linear in
+(dx, dkernel) and uses the chosen formulation for each argument, so reverse
+mode obtains dX and dW as the transposes of those formulations (col2im and
+patches^T @ dY), and forward mode (jax.jvp, jax.hessian) keeps working.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+FORMULATIONS = ("xla", "im2col", "shift", "im2colT")
+
+
+def xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """lax.conv_general_dilated, NHWC/HWIO, symmetric torch padding."""
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def out_size(size: int, k: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - k) // stride + 1
+
+
+def patches(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
+    """(N, H, W, C) -> (N, Ho, Wo, k*k*C), channel blocks ordered (i, j, c) like HWIO."""
+    n, h, w, c = x.shape
+    ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
+    if k == 1 and padding == 0:
+        return x[:, : stride * (ho - 1) + 1: stride, : stride * (wo - 1) + 1: stride, :]
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    cols = [lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                      (1, stride, stride, 1))
+            for i in range(k) for j in range(k)]
+    return jnp.concatenate(cols, axis=-1)
+
+
+def im2col_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Forward conv as patches @ W: one (N*Ho*Wo, k*k*C) x (k*k*C, O) matmul."""
+    k, _, c, o = kernel.shape
+    p = patches(x, k, stride, padding)
+    y = jnp.dot(p.reshape(-1, k * k * c), kernel.reshape(k * k * c, o))
+    return y.reshape(p.shape[:3] + (o,))
+
+
+def shifted(x: jax.Array, k: int, stride: int, padding: int) -> list[jax.Array]:
+    """The k*k shifted strided views xpad[:, s*ho + i, s*wo + j, :], each (N, Ho, Wo, C), order (i, j)."""
+    n, h, w, c = x.shape
+    ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
+    return [lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                      (1, stride, stride, 1))
+            for i in range(k) for j in range(k)]
+
+
+def shift_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Forward conv as a sum of k*k matmuls, view_ij @ W[i, j]: no k*k-times patch tensor.
+
+    Transposed, its dW is k*k matmuls view_ij^T @ dY (one per kernel tap) and
+    its dX is k*k matmuls dY @ W[i, j]^T each padded back into place and summed.
+    """
+    k, _, c, o = kernel.shape
+    views = shifted(x, k, stride, padding)
+    m = views[0].shape[:3]
+    w = kernel.reshape(k * k, c, o)
+    y = sum(jnp.dot(v.reshape(-1, c), w[t]) for t, v in enumerate(views))
+    return y.reshape(m + (o,))
+
+
+def patches_t(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
+    """Transposed patches (k*k*C, N*Ho*Wo), rows ordered (i, j, c) like HWIO.
+
+    Built from x transposed once to (C, N, H, W): every tap's view is then a
+    block of whole rows, and stacking the taps along the leading axis is a
+    run of contiguous copies, while concatenating along the channel (minor)
+    axis as `patches` does is slow on XLA:CPU for few channels.
+    """
+    n, h, w, c = x.shape
+    ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
+    xt = jnp.transpose(x, (3, 0, 1, 2))
+    if padding:
+        xt = jnp.pad(xt, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    views = [lax.slice(xt, (0, 0, i, j), (c, n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1),
+                       (1, 1, stride, stride))
+             for i in range(k) for j in range(k)]
+    return jnp.stack(views).reshape(k * k * c, n * ho * wo)
+
+
+def im2colt_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Forward conv as (patches^T)^T @ W; transposed in W, dW = patches^T @ dY, a plain matmul."""
+    k, _, c, o = kernel.shape
+    n, h, w, _ = x.shape
+    ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
+    pt = patches_t(x, k, stride, padding)
+    y = lax.dot_general(pt, kernel.reshape(k * k * c, o), (((0,), (0,)), ((), ())))
+    return y.reshape(n, ho, wo, o)
+
+
+def conv_by(method: str, x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    if method == "xla":
+        return xla_conv(x, kernel, stride, padding)
+    if method == "im2col":
+        return im2col_conv(x, kernel, stride, padding)
+    if method == "im2colT":
+        return im2colt_conv(x, kernel, stride, padding)
+    if method == "shift":
+        return shift_conv(x, kernel, stride, padding)
+    raise ValueError(f"unknown conv formulation {method!r}; known: {FORMULATIONS}")
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def conv2d_fast(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+                plan: tuple[str, str, str]) -> jax.Array:
+    """Conv whose forward / dX / dW use the formulations in `plan` = (fwd, dx, dw).
+
+    dX is the transpose of `conv_by(plan[1], dx, kernel)` in dx: "xla" gives
+    XLA's transposed conv, "im2col" gives col2im (dY @ W^T then pad-and-add).
+    dW is the transpose of `conv_by(plan[2], x, dkernel)` in dkernel: "xla"
+    gives XLA's kernel-gradient conv, "im2col" gives patches^T @ dY.
+    """
+    return conv_by(plan[0], x, kernel, stride, padding)
+
+
+def _conv2d_fast_jvp(stride, padding, plan, primals, tangents):
+    x, kernel = primals
+    dx, dk = tangents
+    y = conv2d_fast(x, kernel, stride, padding, plan)
+    # Both terms are linear in the tangents; reverse mode transposes them.
+    # Symbolic zeros (e.g. the input images need no gradient) skip their term
+    # instead of convolving a tensor of zeros.
+    terms = []
+    if not isinstance(dx, SymbolicZero):
+        terms.append(conv_by(plan[1], dx, kernel, stride, padding))
+    if not isinstance(dk, SymbolicZero):
+        terms.append(conv_by(plan[2], x, dk, stride, padding))
+    if not terms:
+        return y, jnp.zeros_like(y)
+    return y, terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+conv2d_fast.defjvp(_conv2d_fast_jvp, symbolic_zeros=True)

@@ -1,0 +1,107 @@
+"""The CPU convolution formulations (jaxmtl/nn/conv_impl.py) against lax.conv_general_dilated, float64.
+
+Each formulation is the same function with another summation order, so
+values, dX and dW agree with XLA's conv to rounding (~1e-15 relative in
+float64); 1e-12 leaves three decades of room and still catches any wrong
+index, stride, padding or tap order (those give O(1) errors).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jaxmtl.nn.conv as conv_mod
+from jaxmtl.config import CONFIGS
+from jaxmtl.nn.conv_impl import FORMULATIONS, conv2d_fast, conv_by
+from jaxmtl.trees import rel_err
+
+# (kernel, stride, padding, input size): every class the ResNet uses (7x7/2 p3 stem, 3x3/1 p1,
+# 3x3/2 p1, 1x1/2 p0) plus an odd size, where a stride-2 window drops the last row.
+SHAPE_CLASSES = [(7, 2, 3, 9), (3, 1, 1, 6), (3, 2, 1, 6), (3, 2, 1, 7), (1, 2, 0, 6), (3, 1, 1, 2)]
+RTOL = 1e-12
+
+
+def reference(x, w, stride, pad):
+    return lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _data(k, size, seed=0, cin=3, cout=5):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((2, size, size, cin)))
+    w = jnp.asarray(rng.standard_normal((k, k, cin, cout)))
+    return x, w
+
+
+@pytest.mark.parametrize("k,stride,pad,size", SHAPE_CLASSES)
+def test_every_formulation_matches_xla_value_dx_dw(k, stride, pad, size):
+    x, w = _data(k, size)
+    dy_shape = reference(x, w, stride, pad).shape
+    dy = jnp.asarray(np.random.default_rng(1).standard_normal(dy_shape))
+
+    @jax.jit  # one compile per shape class for all formulations (op-by-op is slower)
+    def all_plans(x, w, dy):
+        out = {}
+        # dX depends only on plan[1] and dW only on plan[2], so the plans (m, m, m)
+        # cover every formulation in every direction; the reference is plan xla/xla/xla.
+        for m in ("ref",) + FORMULATIONS:
+            f = (lambda a, b: reference(a, b, stride, pad)) if m == "ref" else \
+                (lambda a, b, m=m: conv2d_fast(a, b, stride, pad, (m, m, m)))
+            y, pull = jax.vjp(f, x, w)
+            out[m] = (y,) + pull(dy)
+        return out
+
+    assert x.dtype == jnp.float64  # conftest enables x64: the 1e-12 bound needs float64
+    res = all_plans(x, w, dy)
+    for m in FORMULATIONS:
+        for name, got, want in zip(("y", "dx", "dw"), res[m], res["ref"]):
+            assert rel_err(np.asarray(got), np.asarray(want)) < RTOL, (m, name)
+
+
+def test_forward_mode_matches_xla():
+    """custom_jvp keeps jax.jvp (and so jax.hessian) usable; a custom_vjp would refuse forward mode."""
+    x, w = _data(3, 5, cin=2, cout=2)
+    tx, tw = _data(3, 5, seed=2, cin=2, cout=2)
+
+    @jax.jit
+    def jvps(x, w, tx, tw):
+        ref = jax.jvp(lambda a, b: reference(a, b, 2, 1), (x, w), (tx, tw))
+        return ref, [jax.jvp(lambda a, b, p=p: conv2d_fast(a, b, 2, 1, p), (x, w), (tx, tw))
+                     for p in (("im2col", "shift", "im2colT"), ("im2colT", "im2col", "shift"))]
+
+    ref, got = jvps(x, w, tx, tw)
+    for y, t in got:
+        assert rel_err(np.asarray(y), np.asarray(ref[0])) < RTOL
+        assert rel_err(np.asarray(t), np.asarray(ref[1])) < RTOL
+
+
+def test_gradient_wrt_one_argument_only():
+    """A symbolic-zero tangent (images need no gradient) must not break or change dW."""
+    x, w = _data(3, 6)
+    f_ref = lambda b: jnp.sum(jnp.sin(reference(x, b, 2, 1)))
+    f = lambda b: jnp.sum(jnp.sin(conv2d_fast(x, b, 2, 1, ("im2col", "shift", "im2colT"))))
+    grads = jax.jit(lambda b: (jax.grad(f)(b), jax.grad(f_ref)(b)))(w)
+    assert rel_err(np.asarray(grads[0]), np.asarray(grads[1])) < RTOL
+
+
+def test_cpu_plan_names_known_formulations_for_every_model_shape():
+    from benchmarks.conv_shapes import conv_shapes
+
+    for cfg in CONFIGS.values():
+        for s in conv_shapes(cfg):
+            plan = conv_mod.cpu_plan(s["n"], s["h"], s["h"], s["cin"], s["cout"], s["k"], s["stride"], s["pad"])
+            assert len(plan) == 3 and set(plan) <= set(FORMULATIONS), (s, plan)
+
+
+def test_conv2d_seam_uses_plan_and_matches_reference(monkeypatch):
+    """conv2d (the function Conv2d calls) goes through the plan on CPU, with the same values."""
+    x, w = _data(3, 6)
+    seen = []
+    monkeypatch.setattr(conv_mod, "cpu_plan", lambda *a: seen.append(a) or ("shift", "im2col", "shift"))
+    y = conv_mod.conv2d(x, w, 2, 1)
+    assert seen == [(2, 6, 6, 3, 5, 3, 2, 1)]
+    assert rel_err(np.asarray(y), np.asarray(reference(x, w, 2, 1))) < RTOL
