@@ -36,11 +36,13 @@ def devices() -> dict[str, str]:
     """Where each framework computed (parity runs on the default device of each)."""
     import jax
 
-    out = {"jax": ", ".join(f"{d.platform}:{d.device_kind}" for d in jax.devices())}
+    out = {"jax device": ", ".join(f"{d.platform}:{d.device_kind}" for d in jax.devices()),
+           "jax default matmul precision": str(jax.config.jax_default_matmul_precision)}
     if "torch" in sys.modules:  # never import torch just to describe it
         torch = sys.modules["torch"]
-        out["torch"] = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        out["torch device"] = ("cuda:" + torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu"
         out["torch threads"] = str(torch.get_num_threads())
+        out["torch TF32 matmul"] = str(torch.backends.cuda.matmul.allow_tf32)
     return out
 
 
@@ -61,6 +63,23 @@ def failure_lines(checks: Sequence[Check]) -> list[str]:
     return lines
 
 
+# What each family of checks compares, for the report's reader.
+MEANING = {
+    "forward/train": "model outputs and losses, train mode (BatchNorm on batch statistics)",
+    "forward/eval": "model outputs and losses, eval mode (BatchNorm on running statistics)",
+    "batch_stats": "BatchNorm running mean/var after train-mode forwards",
+    "grad/": "gradient of one loss w.r.t. every parameter tensor",
+    "grad/weighted_sum": "JAX self-consistency: weighted part gradients sum to the total gradient",
+    "curve/": "total loss at every step of N optimizer steps",
+    "params_after/": "parameters after N optimizer steps",
+    "batch_stats_after/": "BatchNorm statistics after N optimizer steps",
+}
+
+
+def meaning(name: str) -> str:
+    return MEANING.get(name) or next((v for k, v in MEANING.items() if k.endswith("/") and name.startswith(k)), "")
+
+
 def render_markdown(checks: Sequence[Check], meta: Mapping[str, str], plots: Sequence[str] = ()) -> str:
     passed = summarize(list(checks))
     n_fail = sum(not c.passed for c in checks)
@@ -69,11 +88,11 @@ def render_markdown(checks: Sequence[Check], meta: Mapping[str, str], plots: Seq
     lines += [f"- **{k}**: {v}" for k, v in meta.items()]
     lines += ["- **metric**: per tensor `||jax - torch|| / max(||torch||, 1e-30)` (torch is the "
               "reference); a check's error is the maximum over its tensors", ""]
-    lines += ["## Checks", "", "| check | max_rel_err | tolerance | result | worst tensor |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += ["## Checks", "", "| check | max_rel_err | tolerance | result | worst tensor | compares |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for c in checks:
         lines.append(f"| {c.name} | {c.max_rel_err:.3e} | {c.tolerance:.0e} | "
-                     f"{'pass' if c.passed else '**FAIL**'} | `{c.worst}` |")
+                     f"{'pass' if c.passed else '**FAIL**'} | `{c.worst}` | {meaning(c.name)} |")
     lines.append("")
     if n_fail:
         lines += ["## Failures: where to look", ""]
@@ -97,7 +116,8 @@ def _group(name: str) -> str:
 
 def plot_grad_errors(checks: Sequence[Check], path: Path) -> bool:
     """grad_errors.png: one row per parameter tensor, one marker per grad/* check. False if none."""
-    grads = [c for c in checks if c.name.startswith("grad/") and c.errors]
+    # grad/weighted_sum compares JAX with itself, not with torch: left out of this plot.
+    grads = [c for c in checks if c.name.startswith("grad/") and c.name != "grad/weighted_sum" and c.errors]
     if not grads:
         return False
     import matplotlib
@@ -131,7 +151,7 @@ def plot_grad_errors(checks: Sequence[Check], path: Path) -> bool:
     ax.set_xlabel("relative error ||jax - torch|| / ||torch||  (0 drawn at 1e-18)")
     ax.set_title("Gradient parity per parameter tensor")
     ax.grid(axis="x", which="major", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
