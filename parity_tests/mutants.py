@@ -29,6 +29,23 @@ from jaxmtl.parity.harness import TableConversion
 STEPS = 3  # a mutation only needs to fail clearly; 3 optimizer steps keep the tests fast
 
 
+@functools.cache
+def multitask_pair64():
+    """The multi-task model as a harness pair, float64, tiny: its jitted gradient is compiled once."""
+    from jaxmtl.parity.multitask_port import multitask_pair
+    from jaxmtl.parity.precision import set_full_precision
+
+    set_full_precision("float64")
+    return multitask_pair(TINY, "float64")
+
+
+@functools.cache
+def tiny_batches() -> tuple:
+    from jaxmtl.parity.multitask_port import batches
+
+    return tuple(batches(TINY, "float64", [11, 12, 13]))
+
+
 # ---- JAX model mistakes -------------------------------------------------------------------
 
 def same_padding_conv2d(x, kernel, stride: int, padding: int):
