@@ -9,6 +9,7 @@ torch_ref/train.py is the textbook torch loop with the same interface.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -68,6 +69,12 @@ def _cast(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled_steps(graphdef, cfg: ModelConfig, ocfg: OptimConfig) -> tuple[Callable, Callable]:
+    """One jitted (train_step, eval_step) per (model structure, optimizer), shared by all trainers."""
+    return make_train_step(graphdef, cfg, make_optimizer(ocfg)), make_eval_step(graphdef, cfg)
+
+
 class JaxTrainer:
     """The JAX side of the training loop (jaxmtl.loop.fit drives it)."""
 
@@ -83,8 +90,7 @@ class JaxTrainer:
         tx = make_optimizer(ocfg)
         params, batch_stats = _cast(params, self.dtype), _cast(batch_stats, self.dtype)
         self.state = TrainState(params, batch_stats, tx.init(params))
-        self._train = make_train_step(graphdef, cfg, tx)
-        self._eval = make_eval_step(graphdef, cfg)
+        self._train, self._eval = _compiled_steps(graphdef, cfg, ocfg)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         params, stats, opt_state, metrics = self._train(*self.state, batch)

@@ -17,6 +17,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float64", choices=sorted(TOLERANCES))
     p.add_argument("--out", required=True, type=Path, help="directory for parity.json")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None,
+                   help="also train N steps in both frameworks: curve/params_after/batch_stats_after checks")
+    p.add_argument("--optimizer", action="append", default=None,
+                   help="sgd, adam, adamw (repeat or comma-separate; default with --steps: all three)")
+
+
+def _curve_optimizers(args: argparse.Namespace) -> list[str]:
+    """The optimizers for the curve checks, validated before any work (empty without --steps)."""
+    from jaxmtl.optim import OPTIMIZERS
+
+    if args.steps is None:
+        if args.optimizer:
+            raise ValueError("--optimizer needs --steps")
+        return []
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    names = [n.strip() for o in (args.optimizer or [",".join(OPTIMIZERS)]) for n in o.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if unknown:
+        raise ValueError(f"unknown optimizer(s) {unknown}; known: {list(OPTIMIZERS)}")
+    return list(dict.fromkeys(names))
 
 
 def write_parity_json(path: Path, config: str, dtype: str, checks: list[Check], **extra) -> dict:
@@ -31,6 +52,11 @@ def write_parity_json(path: Path, config: str, dtype: str, checks: list[Check], 
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        curve_optimizers = _curve_optimizers(args)
+    except ValueError as e:
+        print(f"jaxmtl parity: error: {e}", file=sys.stderr)
+        return 2
     set_full_precision(args.dtype)  # before any JAX array exists
     from jaxmtl.parity.model_pair import build_model_pair, forward_and_stats_checks, gradient_checks
 
@@ -42,6 +68,14 @@ def run(args: argparse.Namespace) -> int:
         for check in group(pair):
             print(check.line(), file=sys.stderr, flush=True)
             checks.append(check)
+    if curve_optimizers:
+        from jaxmtl.parity.curves import all_curve_checks
+
+        curve, _ = all_curve_checks(pair, curve_optimizers, args.steps, args.out / "curves.png")
+        for check in curve:
+            print(check.line(), file=sys.stderr, flush=True)
+        checks.extend(curve)
+        print(f"parity: curves -> {args.out / 'curves.png'}", file=sys.stderr)
     doc = write_parity_json(args.out / "parity.json", cfg.name, args.dtype, checks)
     from jaxmtl.parity.report import failure_lines, write_report
 
