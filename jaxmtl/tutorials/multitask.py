@@ -19,14 +19,14 @@ from flax import nnx
 
 from jaxmtl.batch import random_batch
 from jaxmtl.config import TINY, ModelConfig
-from jaxmtl.functional import init_model, make_grad_fn, make_part_grad_fn
-from jaxmtl.losses import LOSS_PARTS
+from jaxmtl.functional import init_model
+from jaxmtl.losses import LOSS_PARTS, multitask_loss
 from jaxmtl.model import MultiTaskModel
 from jaxmtl.trees import flatten_state
 from jaxmtl.tutorials.weights import DTYPES, cast_floats, fill, split_abstract
 
 BATCH_SEED = 11
-_COMPILED: dict = {}  # (graphdef, cfg) -> (grad_fn, part_grad_fn), shared by the examples
+_COMPILED: dict = {}  # (graphdef, cfg) -> the jitted analysis shared by the four examples
 
 
 def build(weights: dict | None, cfg: ModelConfig = TINY, seed: int = 0, dtype: str = "float64"):
@@ -53,107 +53,118 @@ def _backbone(flat: dict) -> dict:
     return {k: v for k, v in flat.items() if k.startswith("backbone/")}
 
 
+def _analysis(graphdef, cfg: ModelConfig):
+    """One jitted function computing every quantity the four examples show (one compile, shared).
+
+    The model is split where the seed's story splits it: feats = encode(params)
+    (the shared CNN over all B*T frames) and heads(params, feats, dyn) -> losses.
+    One vjp of each; the pullbacks are vmapped over all cotangents at once:
+    heads over (loss_final, loss_pose, loss_vel, total), the encoder over those
+    four feature cotangents plus loss_final's cotangent masked to each timestep.
+    torch does the same sums implicitly by accumulating into .grad.
+    """
+    key = (graphdef, cfg)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    names = (*LOSS_PARTS, "total")
+
+    @jax.jit
+    def analyse(params, stats, batch):
+        def encode(p):
+            return _merge(graphdef, p, stats).encode_frames(batch.images, train=True)
+
+        def heads(p, feats, dyn):
+            total, parts = multitask_loss(_merge(graphdef, p, stats).heads(feats, dyn), batch, cfg)
+            return jnp.stack([parts[n] for n in LOSS_PARTS] + [total])
+
+        def from_fused(p, fused):  # the part of heads() that loss_final depends on
+            m = _merge(graphdef, p, stats)
+            _, h_last = m.gru(fused)
+            return _ce(m.classifier(h_last), batch.label)
+
+        feats, pull_encode = jax.vjp(encode, params)
+        losses, pull_heads = jax.vjp(heads, params, feats, batch.dyn)
+        g_heads, g_feats, g_dyn = jax.vmap(pull_heads)(jnp.eye(len(names), dtype=losses.dtype))
+        t_mask = jnp.eye(cfg.seq_len, dtype=feats.dtype)[:, None, :, None]  # (T, 1, T, 1): one-hot over t
+        feat_cots = jnp.concatenate([g_feats, g_feats[0] * t_mask], axis=0)  # 4 losses, then T shares of loss_final
+        g_encode = jax.vmap(lambda c: pull_encode(c)[0])(feat_cots)
+        n = len(names)
+        grads = jax.tree.map(lambda h, e: h + e[:n], g_heads, g_encode)     # heads' params + encoder's params
+        g_fused = jax.grad(from_fused, argnums=1)(params, jnp.concatenate([feats, batch.dyn], axis=-1))
+        return {"losses": dict(zip(names, losses)), "grads": {nm: jax.tree.map(lambda a: a[i], grads)
+                                                               for i, nm in enumerate(names)},
+                "shares": jax.tree.map(lambda e: e[n:], g_encode), "g_fused": g_fused,
+                "g_feats": g_feats[0], "g_dyn": g_dyn[0]}
+
+    _COMPILED[key] = analyse
+    return analyse
+
+
 def timestep_contributions(weights: dict | None = None, cfg: ModelConfig = TINY, dtype: str = "float64") -> dict[str, Any]:
     """000 问题一 Step 2-4: loss_final's gradient on the shared CNN = sum over timesteps of one vjp each.
 
     loss_final reads only the last GRU state; BPTT carries its gradient to
     every timestep's CNN features. Pulling back dloss/dfeats masked to one
     timestep gives that timestep's share of the CNN gradient; torch adds the
-    shares into .grad, here the sum is written out.
+    shares into .grad, here the sum is written out and compared with
+    jax.grad of the whole loss.
     """
     graphdef, params, stats, batch = build(weights, cfg, dtype=dtype)
-
-    def encode(p):
-        return _merge(graphdef, p, stats).encode_frames(batch.images, train=True)
-
-    def head_loss(p, feats):
-        return _ce(_merge(graphdef, p, stats).heads(feats, batch.dyn)["logits"], batch.label)
-
-    @jax.jit
-    def run(params):
-        feats, pull = jax.vjp(encode, params)
-        g_feats = jax.grad(head_loss, argnums=1)(params, feats)
-        t_mask = jnp.eye(cfg.seq_len, dtype=feats.dtype)[:, None, :, None]  # (T, 1, T, 1) one-hot over t
-        shares = jax.vmap(lambda m: pull(g_feats * m)[0])(t_mask)       # one pullback per timestep
-        full = jax.grad(lambda p: head_loss(p, encode(p)))(params)
-        return shares, full, jnp.sqrt(jnp.sum(g_feats ** 2, axis=(0, 2)))
-
-    shares, full, feat_norms = run(params)
-    flat_shares = [_backbone(flatten_state(jax.tree.map(lambda a: a[t], shares))) for t in range(cfg.seq_len)]
-    out = {f"cnn_grad_share_t{t}": s for t, s in enumerate(flat_shares)}
-    out.update({"share_norms": np.array([np.sqrt(sum(float(np.sum(a ** 2)) for a in s.values())) for s in flat_shares]),
-                "feature_grad_norm_per_t": np.asarray(feat_norms),
-                "sum_of_shares": {k: sum(s[k] for s in flat_shares) for k in flat_shares[0]},
-                "full_cnn_grad": _backbone(flatten_state(full))})
+    r = _analysis(graphdef, cfg)(params, stats, batch)
+    shares = [_backbone(flatten_state(jax.tree.map(lambda a: a[t], r["shares"]))) for t in range(cfg.seq_len)]
+    out = {f"cnn_grad_share_t{t}": s for t, s in enumerate(shares)}
+    out.update({"share_norms": np.array([np.sqrt(sum(float(np.sum(a ** 2)) for a in s.values())) for s in shares]),
+                "feature_grad_norm_per_t": np.sqrt(np.sum(np.asarray(r["g_feats"]) ** 2, axis=(0, 2))),
+                "sum_of_shares": {k: sum(s[k] for s in shares) for k in shares[0]},
+                "full_cnn_grad": _backbone(flatten_state(r["grads"]["loss_final"]))})
     return out
 
 
 def concat_split(weights: dict | None = None, cfg: ModelConfig = TINY, dtype: str = "float64") -> dict[str, Any]:
     """000 问题一 Step 3: d loss_final / d concat(feats, dyn) splits into d/dfeats and d/ddyn."""
     graphdef, params, stats, batch = build(weights, cfg, dtype=dtype)
-    model = _merge(graphdef, params, stats)
-    feats = model.encode_frames(batch.images, train=True)
-    dyn = jnp.asarray(batch.dyn)
-
-    def from_fused(fused):  # the part of heads() that loss_final depends on
-        _, h_last = model.gru(fused)
-        return _ce(model.classifier(h_last), batch.label)
-
-    g_fused = jax.grad(from_fused)(jnp.concatenate([feats, dyn], axis=-1))
-    g_feats, g_dyn = jax.grad(lambda f, d: from_fused(jnp.concatenate([f, d], axis=-1)), argnums=(0, 1))(feats, dyn)
+    r = _analysis(graphdef, cfg)(params, stats, batch)
     d = cfg.feature_dim
-    return {"fused_grad": np.asarray(g_fused), "fused_grad[..., :D]": np.asarray(g_fused[..., :d]),
-            "feats_grad": np.asarray(g_feats), "fused_grad[..., D:]": np.asarray(g_fused[..., d:]),
-            "dyn_grad": np.asarray(g_dyn)}
+    g_fused = np.asarray(r["g_fused"])
+    return {"fused_grad": g_fused, "fused_grad[..., :D]": g_fused[..., :d], "feats_grad": np.asarray(r["g_feats"]),
+            "fused_grad[..., D:]": g_fused[..., d:], "dyn_grad": np.asarray(r["g_dyn"])}
 
 
-def _fns(graphdef, cfg: ModelConfig, fns: tuple | None):
-    """(jit value_and_grad, jit per-part grads); `fns` lets a caller pass already-compiled ones."""
-    if fns is not None:
-        return fns
-    key = (graphdef, cfg)
-    if key not in _COMPILED:
-        _COMPILED[key] = (make_grad_fn(graphdef, cfg), make_part_grad_fn(graphdef, cfg))
-    return _COMPILED[key]
-
-
-def weighted_loss_sum(weights: dict | None = None, cfg: ModelConfig = TINY, dtype: str = "float64",
-                      fns: tuple | None = None) -> dict[str, Any]:
+def weighted_loss_sum(weights: dict | None = None, cfg: ModelConfig = TINY, dtype: str = "float64") -> dict[str, Any]:
     """000 问题二: grad(total) = grad(loss_final) + w_pose grad(loss_pose) + w_vel grad(loss_vel)."""
     graphdef, params, stats, batch = build(weights, cfg, dtype=dtype)
-    grad_fn, part_grad_fn = _fns(graphdef, cfg, fns)
-    (total, _), g_total = grad_fn(params, stats, batch)
-    parts = {k: flatten_state(v) for k, v in part_grad_fn(params, stats, batch).items()}
+    r = _analysis(graphdef, cfg)(params, stats, batch)
+    parts = {k: flatten_state(r["grads"][k]) for k in LOSS_PARTS}
     w = {"loss_final": 1.0, "loss_pose": cfg.w_pose, "loss_vel": cfg.w_vel}
-    out = {"total_loss": np.asarray(total), "grad_total": flatten_state(g_total),
+    out = {"total_loss": np.asarray(r["losses"]["total"]), "grad_total": flatten_state(r["grads"]["total"]),
            "weighted_sum_of_part_grads": {k: sum(w[p] * parts[p][k] for p in LOSS_PARTS) for k in parts["loss_final"]}}
     out.update({f"grad_{p}": parts[p] for p in LOSS_PARTS})
     return out
 
 
 def stepwise_vs_joint(weights: dict | None = None, cfg: ModelConfig = TINY, dtype: str = "float64",
-                      lr: float = 0.1, fns: tuple | None = None) -> dict[str, Any]:
+                      lr: float = 0.1) -> dict[str, Any]:
     """000 问题二 warning: step on loss_final, then backprop the auxiliary losses at the new weights, vs one joint step.
 
     Plain SGD (lr 0.1). joint: p - lr grad(total)(p). stepwise:
     p1 = p - lr grad(loss_final)(p), then p1 - lr grad(w_pose loss_pose + w_vel loss_vel)(p1).
-    The second gradient is taken at p1, not p: the two results differ.
+    The second gradient is taken at p1, not p: the two results differ. (In
+    JAX nothing stops you from pulling the old vjp back instead; that gives
+    the gradient at p, i.e. the joint step: there is no graph to invalidate.)
     """
     graphdef, params, stats, batch = build(weights, cfg, dtype=dtype)
-    grad_fn, part_grad_fn = _fns(graphdef, cfg, fns)
+    analyse = _analysis(graphdef, cfg)
     sgd = lambda p, g: jax.tree.map(lambda a, b: a - lr * b, p, g)  # noqa: E731
-    aux = lambda parts: jax.tree.map(lambda a, b: cfg.w_pose * a + cfg.w_vel * b,  # noqa: E731
-                                     parts["loss_pose"], parts["loss_vel"])
-    (total0, _), g_total = grad_fn(params, stats, batch)
-    joint = sgd(params, g_total)
-    p1 = sgd(params, part_grad_fn(params, stats, batch)["loss_final"])
-    stepwise = sgd(p1, aux(part_grad_fn(p1, stats, batch)))
-    total_joint = grad_fn(joint, stats, batch)[0][0]
-    total_step = grad_fn(stepwise, stats, batch)[0][0]
+    r0 = analyse(params, stats, batch)
+    joint = sgd(params, r0["grads"]["total"])
+    p1 = sgd(params, r0["grads"]["loss_final"])
+    g1 = analyse(p1, stats, batch)["grads"]
+    stepwise = sgd(p1, jax.tree.map(lambda a, b: cfg.w_pose * a + cfg.w_vel * b, g1["loss_pose"], g1["loss_vel"]))
     f0, fj, fs = flatten_state(params), flatten_state(joint), flatten_state(stepwise)
     diff = np.sqrt(sum(float(np.sum((fj[k] - fs[k]) ** 2)) for k in fj))
     step = np.sqrt(sum(float(np.sum((fj[k] - f0[k]) ** 2)) for k in fj))
-    return {"total_loss_before": np.asarray(total0), "total_loss_after_joint_step": np.asarray(total_joint),
-            "total_loss_after_stepwise_steps": np.asarray(total_step),
+    return {"total_loss_before": np.asarray(r0["losses"]["total"]),
+            "total_loss_after_joint_step": np.asarray(analyse(joint, stats, batch)["losses"]["total"]),
+            "total_loss_after_stepwise_steps": np.asarray(analyse(stepwise, stats, batch)["losses"]["total"]),
             "||joint - stepwise|| / ||joint step||": np.asarray(diff / step),
             "params_joint": fj, "params_stepwise": fs}
