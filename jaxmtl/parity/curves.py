@@ -26,7 +26,7 @@ from jaxmtl.trees import rel_err, tree_rel_errs
 # The parity settings: momentum + nesterov + weight decay for SGD, explicit weight
 # decay for AdamW; clip_norm=1.0 is active (tiny's gradient norms start near 30).
 PARITY_OPTIMIZERS: dict[str, OptimConfig] = {
-    "sgd": OptimConfig("sgd", lr=0.02, momentum=0.9, nesterov=True, weight_decay=1e-3, clip_norm=1.0),
+    "sgd": OptimConfig("sgd", lr=0.005, momentum=0.9, nesterov=True, weight_decay=1e-3, clip_norm=1.0),
     "adam": OptimConfig("adam", lr=1e-3, clip_norm=1.0),
     "adamw": OptimConfig("adamw", lr=1e-3, weight_decay=0.01, clip_norm=1.0),
 }
