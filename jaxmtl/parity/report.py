@@ -146,6 +146,10 @@ def plot_grad_errors(checks: Sequence[Check], path: Path) -> bool:
             start = j
     ax.set_yticks(range(len(names)))
     ax.set_yticklabels(names, fontsize=6)
+    for label, n in zip(ax.get_yticklabels(), names):  # failing tensors in red: where to look
+        if any(not (c.errors.get(n, 0.0) <= c.tolerance) for c in grads):
+            label.set_color("red")
+            label.set_fontweight("bold")
     ax.set_ylim(len(names) - 0.5, -0.5)
     ax.set_xscale("log")
     ax.set_xlabel("relative error ||jax - torch|| / ||torch||  (0 drawn at 1e-18)")
