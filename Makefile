@@ -15,8 +15,8 @@ test: $(VENV_OK)
 	$(PY) -m pytest -q parity_tests
 
 parity: $(VENV_OK)
-	.venv/bin/jaxmtl parity --config tiny --dtype float64 --out $(OUT)/float64
-	.venv/bin/jaxmtl parity --config tiny --dtype float32 --out $(OUT)/float32
+	.venv/bin/jaxmtl parity --config tiny --dtype float64 --steps 100 --optimizer sgd,adam,adamw --out $(OUT)/float64
+	.venv/bin/jaxmtl parity --config tiny --dtype float32 --steps 100 --optimizer sgd,adam,adamw --out $(OUT)/float32
 
 bench: $(VENV_OK)
 	$(PY) -m benchmarks all --out bench_out

@@ -70,7 +70,7 @@ def _cast(tree, dtype):
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_steps(graphdef, cfg: ModelConfig, ocfg: OptimConfig) -> tuple[Callable, Callable]:
+def compiled_steps(graphdef, cfg: ModelConfig, ocfg: OptimConfig) -> tuple[Callable, Callable]:
     """One jitted (train_step, eval_step) per (model structure, optimizer), shared by all trainers."""
     return make_train_step(graphdef, cfg, make_optimizer(ocfg)), make_eval_step(graphdef, cfg)
 
@@ -90,7 +90,7 @@ class JaxTrainer:
         tx = make_optimizer(ocfg)
         params, batch_stats = _cast(params, self.dtype), _cast(batch_stats, self.dtype)
         self.state = TrainState(params, batch_stats, tx.init(params))
-        self._train, self._eval = _compiled_steps(graphdef, cfg, ocfg)
+        self._train, self._eval = compiled_steps(graphdef, cfg, ocfg)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         params, stats, opt_state, metrics = self._train(*self.state, batch)

@@ -67,11 +67,11 @@ def curve_batches(pair: ModelPair, steps: int) -> list:
 
 
 def make_jax_step(pair: ModelPair, name: str):
-    """The jitted JAX train_step for optimizer `name` (compile once, reuse across runs)."""
-    from jaxmtl.train import make_train_step
+    """(tx, the jitted JAX train_step) for optimizer `name`; jaxmtl.train caches the compiled step."""
+    from jaxmtl.train import compiled_steps
 
-    tx = make_optimizer(PARITY_OPTIMIZERS[name])
-    return tx, make_train_step(pair.graphdef, pair.cfg, tx)
+    ocfg = PARITY_OPTIMIZERS[name]
+    return make_optimizer(ocfg), compiled_steps(pair.graphdef, pair.cfg, ocfg)[0]
 
 
 def run_curve(pair: ModelPair, name: str, batches: list, jax_step=None) -> CurveRun:
