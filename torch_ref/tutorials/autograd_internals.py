@@ -139,7 +139,7 @@ def mixed_precision(init_scale: float = 2.0 ** 16, static_scale: float = 1024.0)
         opt = torch.optim.SGD([w], lr=0.0)
         scales.append(scaler.get_scale())
         scaler.unscale_(opt)  # divides .grad by the scale, records inf/nan
-        found_inf.append(bool(sum(v.item() for v in scaler._found_inf_per_device(opt).values())))
+        found_inf.append(not bool(torch.isfinite(w.grad).all()))
         scaler.step(opt)      # skipped when inf/nan was found
         scaler.update()       # halves the scale after an inf, else keeps it (growth after 2000 steps)
         if not found_inf[-1]:
