@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmtl.trees import rel_err, tree_rel_errs
 from jaxmtl.tutorials import EXAMPLES, Example, get, load, unknown_name_message
 
 
@@ -39,11 +40,8 @@ def _fmt(v) -> str:
 
 
 def _rel(a, b) -> str:
-    from jaxmtl.trees import rel_err
-
+    """The project's one metric, rel_err, for arrays; the worst tensor for {name: array} dicts."""
     if isinstance(a, dict) and isinstance(b, dict):
-        from jaxmtl.trees import tree_rel_errs
-
         errs = tree_rel_errs(a, b)
         worst = max(errs, key=errs.get)
         return f"{errs[worst]:.3e} (worst tensor: {worst})"

@@ -126,7 +126,14 @@ def _mp_grads(dtype, scaler=None):
 
 
 def mixed_precision(init_scale: float = 2.0 ** 16, static_scale: float = 1024.0) -> dict:
-    """003 Q3 §五.2 / Q4 §五.2: torch.autocast('cpu', bfloat16 / float16) and torch.amp.GradScaler('cpu')."""
+    """003 Q3 §五.2 / Q4 §五.2: torch.autocast('cpu', bfloat16 / float16) and torch.amp.GradScaler('cpu').
+
+    autocast runs linear in the low dtype and keeps w (float32) as the leaf.
+    bfloat16 is used without a GradScaler: its exponent range is float32's.
+    float16 needs one: scaler.scale(loss) multiplies by S, unscale_ divides
+    .grad by S, step() is skipped when a grad is inf/nan and update() halves
+    S. The default S = 2^16 overflows float16 on the first backward here.
+    """
     out = {"grad_float32": _mp_grads(torch.float32).grad.numpy(),
            "grad_bfloat16": _mp_grads(torch.bfloat16).grad.numpy(),
            "grad_float16_unscaled": _mp_grads(torch.float16).grad.numpy()}
