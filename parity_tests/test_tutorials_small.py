@@ -241,6 +241,18 @@ def test_x1_x2_x3():
             assert_array_equal(res[f"x3_grad{suffix}"], [1.0, 1.0, 1.0])
 
 
+def test_ones_mean():
+    j, t = both("ones_mean")
+    for res in (j, t):
+        assert_array_equal(res["y"], np.full((2, 2), 3.0))   # seed printout
+        assert_array_equal(res["z"], np.full((2, 2), 27.0))
+        assert float(res["out"]) == 27.0
+        assert_array_equal(res["x_grad"], np.full((2, 2), 4.5))  # 6 (x + 2) / 4
+    assert t["grad_fns (y, z, out, b)"] == "AddBackward0, MulBackward0, MeanBackward0, SumBackward0"  # seed
+    assert t["requires_grad before/after requires_grad_()"] == (False, True)
+    assert_agree(j, t)
+
+
 def test_mlp_intermediates():
     j, t = both("mlp_intermediates")
     for res in (j, t):

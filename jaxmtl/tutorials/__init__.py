@@ -90,6 +90,8 @@ _ALL = [
        "differentiate w.r.t. z: only outputs that depend on z get tangents"),
     _E("x1_x2_x3", "blitz", "004 torch.Tensor.backward", "y2 = x1*x2 + x3: [4,5,6], [1,2,3], [1,1,1]",
        "z.backward() / y2.backward(ones)", "jax.grad(sum) / jax.vjp(..)[1](ones)"),
+    _E("ones_mean", "blitz", "004 torch.Tensor.backward (requires_grad_)", "x = ones(2,2), out = mean(3 (x+2)^2) = 27, x.grad = 4.5",
+       "a.requires_grad_(True); out.backward(); grad_fn names", "jax.value_and_grad(f, has_aux=True) returns out and y, z"),
     _E("mlp_intermediates", "blitz", "004 A simple MLP", "gradients of y2, y1 and the hand formulas x^T @ y1_grad, column sums",
        "autograd.grad(l, y2, retain_graph=True)", "jax.grad of the tail at the intermediate"),
     _E("mlp_seed_numbers", "blitz", "004 A simple MLP (printout)", "the seed's printed y2_grad and b1.grad recomputed",

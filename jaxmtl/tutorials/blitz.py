@@ -101,3 +101,16 @@ def mlp_seed_numbers() -> dict:
     _, pullback = jax.vjp(lambda b1: jnp.asarray(v["x"]) @ jnp.asarray(v["w1"]) + b1, jnp.zeros(4))
     (b1_grad,) = pullback(jnp.asarray(I.SEED_MLP_Y1_GRAD))
     return {"l": np.asarray(l), "y2_grad": np.asarray(y2_grad), "b1_grad": np.asarray(b1_grad)}
+
+
+def ones_mean() -> dict:
+    """004 'torch.Tensor.backward' (last snippets): x = ones(2, 2), y = x + 2, z = 3 y^2, out = mean(z) = 27."""
+    x = jnp.ones((2, 2))
+
+    def forward(x):
+        y = x + 2
+        z = y * y * 3
+        return z.mean(), (y, z)
+
+    (out, (y, z)), x_grad = jax.value_and_grad(forward, has_aux=True)(x)  # d out/dx = 6 (x + 2) / 4 = 4.5
+    return {"y": np.asarray(y), "z": np.asarray(z), "out": np.asarray(out), "x_grad": np.asarray(x_grad)}

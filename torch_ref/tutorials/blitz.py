@@ -96,3 +96,21 @@ def mlp_seed_numbers() -> dict:
     y1 = torch.from_numpy(v["x"]) @ torch.from_numpy(v["w1"]) + b1
     y1.backward(torch.from_numpy(I.SEED_MLP_Y1_GRAD))
     return {"l": l.detach().numpy(), "y2_grad": y2_grad.numpy(), "b1_grad": b1.grad.numpy()}
+
+
+def ones_mean() -> dict:
+    """004 'torch.Tensor.backward' (last snippets): x = ones(2, 2), y = x + 2, z = 3 y^2, out = mean(z) = 27."""
+    a = torch.tensor([[2.0, 3.0], [4.0, 5.0]])
+    a = (a * 3) / (a - 1)
+    flags = [a.requires_grad]
+    a.requires_grad_(True)  # flips the flag in place; later ops are recorded
+    flags.append(a.requires_grad)
+    b = (a * a).sum()
+    x = torch.ones(2, 2, requires_grad=True)
+    y = x + 2
+    z = y * y * 3
+    out = z.mean()
+    out.backward()
+    return {"y": y.detach().numpy(), "z": z.detach().numpy(), "out": out.detach().numpy(), "x_grad": x.grad.numpy(),
+            "grad_fns (y, z, out, b)": ", ".join(type(t.grad_fn).__name__ for t in (y, z, out, b)),
+            "requires_grad before/after requires_grad_()": tuple(flags)}
