@@ -7,6 +7,7 @@ handed to the harness. The correct pair is built once per session and reused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Callable, NamedTuple
@@ -27,6 +28,21 @@ from jaxmtl.nn.gru import gru_scan
 from jaxmtl.parity.harness import TableConversion
 
 STEPS = 3  # a mutation only needs to fail clearly; 3 optimizer steps keep the tests fast
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one thread while a test runs. The tiny model's ops are too small to split:
+    with 2 threads the sync dominates, and when the CPUs are shared with other jobs a
+    forward measured 2.5 s instead of 19 ms (thread spin-waiting)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @functools.cache
@@ -368,8 +384,6 @@ def optimizer_pair(name: str, torch_fn=None, patches: dict | None = None, **cfg_
 
 
 def contextlib_patches(patches: dict):
-    import contextlib
-
     stack = contextlib.ExitStack()
     for target, new in patches.items():
         stack.enter_context(mock.patch(target, new))

@@ -7,9 +7,16 @@ import dataclasses
 import numpy as np
 import pytest
 
+import mutants
 from jaxmtl.batch import random_batch, validate_batch
 from jaxmtl.config import SMALL, TINY
 from jaxmtl.interchange import InterchangeError, load_flat, save_flat
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with mutants.one_torch_thread():
+        yield
+
 
 
 def _batch(**changes):

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 import mutants
 from jaxmtl.config import TINY
 from jaxmtl.functional import init_model, split_model
 from jaxmtl.trees import flatten_state
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with mutants.one_torch_thread():
+        yield
+
 
 
 def _assert_bit_identical(a: dict, b: dict) -> None:

@@ -2,8 +2,8 @@
 
 If JAX and torch shared a wrong idea (the same wrong derivative), parity
 would still pass; central differences of the function itself would not.
-Small slices keep it to seconds: the GRU + heads sub-model, one strided
-BasicBlock with train-mode BatchNorm, and directional derivatives of the whole
+Small slices keep it to seconds: the GRU + heads sub-model, the ResNet stem
+(strided conv, train-mode BatchNorm, max-pool), and directional derivatives of the whole
 tiny model's loss (cheap: two loss evaluations per direction).
 """
 
@@ -12,17 +12,25 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 from flax import nnx
 from jax.test_util import check_grads
 
 import mutants
 from jaxmtl.config import TINY
+from jaxmtl.nn import max_pool2d
 
 # check_grads compares AD against central differences with step EPS: truncation
 # O(EPS^2) ~ 1e-12 and rounding O(1e-16 / EPS) ~ 1e-10 in float64, far below its
 # float64 tolerance (1e-5), and a step this small is unlikely to cross a ReLU kink.
 EPS = 1e-6
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with mutants.one_torch_thread():
+        yield
+
 
 
 def _heads_loss_fn():
@@ -49,29 +57,33 @@ def test_jax_heads_against_finite_differences():
     check_grads(f, args, order=2, modes=("fwd", "rev"), eps=EPS)
 
 
-def _block_fn():
-    """f(x, conv1 kernel, bn2 scale) of a stride-2 BasicBlock with downsample, train-mode BN."""
-    from jaxmtl.model import BasicBlock
+def _stem_fn():
+    """f(x, conv1 kernel, bn1 scale) of the ResNet stem: 7x7/2 conv (pad 3), train-mode BN, ReLU,
+    3x3/2 max-pool (pad 1): strided padding, BatchNorm's batch-statistics backward, pooling."""
+    from jaxmtl.nn import BatchNorm2d, Conv2d
 
-    block = BasicBlock(8, 16, stride=2, rngs=nnx.Rngs(0))
-    graphdef, state = nnx.split(block)
-    state = jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
+    # Built abstractly and filled from numpy: no JAX random-init kernels to compile.
+    conv, bn = nnx.eval_shape(lambda: (Conv2d(3, 8, 7, stride=2, padding=3, rngs=nnx.Rngs(0)), BatchNorm2d(8)))
+    graphdef, state = nnx.split((conv, bn))
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((2, 8, 8, 8)))
-    weights = jnp.asarray(rng.standard_normal((2, 4, 4, 16)))
+    state = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape) if a.dtype.kind == "f"
+                                               else np.zeros(a.shape, a.dtype)), state)
+    x = jnp.asarray(rng.standard_normal((2, 16, 16, 3)))
+    weights = jnp.asarray(rng.standard_normal((2, 4, 4, 8)))
 
-    def f(x, k1, scale2):
-        b = nnx.merge(graphdef, state, copy=True)
-        b.conv1.kernel[...] = k1
-        b.bn2.scale[...] = scale2 + 0.5  # away from 1: a mistaken scale would not hide
-        return jnp.sum(weights * b(x, train=True))
+    def f(x, kernel, scale):
+        conv, bn = nnx.merge(graphdef, state, copy=True)
+        conv.kernel[...] = kernel
+        bn.scale[...] = scale
+        y = jax.nn.relu(bn(conv(x), train=True))
+        return jnp.sum(weights * max_pool2d(y, kernel_size=3, stride=2, padding=1))
 
-    b = nnx.merge(graphdef, state, copy=True)
-    return jax.jit(f), (x, b.conv1.kernel[...], b.bn2.scale[...])
+    conv, bn = nnx.merge(graphdef, state, copy=True)
+    return jax.jit(f), (x, conv.kernel[...], bn.scale[...])
 
 
-def test_jax_basic_block_against_finite_differences():
-    f, args = _block_fn()
+def test_jax_resnet_stem_against_finite_differences():
+    f, args = _stem_fn()
     check_grads(f, args, order=2, modes=("fwd", "rev"), eps=EPS)
 
 
@@ -146,4 +158,5 @@ def test_torch_heads_gradgradcheck():
         return multitask_loss(out, b.pose, b.vel, b.label.long(), TINY)[0]
 
     assert torch.autograd.gradcheck(f, inputs, eps=EPS, atol=1e-5, rtol=1e-5)
-    assert torch.autograd.gradgradcheck(f, inputs, eps=EPS, atol=1e-5, rtol=1e-5)
+    # fast_mode: random projections of the Hessian instead of its every column.
+    assert torch.autograd.gradgradcheck(f, inputs, eps=EPS, atol=1e-5, rtol=1e-5, fast_mode=True)

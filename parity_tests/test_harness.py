@@ -11,10 +11,17 @@ import pytest
 import torch
 from flax import nnx
 
+import mutants
 from jaxmtl.parity import harness
 from jaxmtl.parity.precision import TOLERANCES
 from jaxmtl.trees import flatten_state
 from torch_ref.convert import Entry
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with mutants.one_torch_thread():
+        yield
 
 
 # ---- seed 004's MLP: x (5, 3) -> Linear(3, 4) -> Linear(4, 1), loss ((y - y2.squeeze()) ** 2).sum() --
@@ -106,7 +113,6 @@ def test_multitask_model_through_the_generic_harness():
     and 2 SGD steps; the forward checks run eagerly to spare a second whole-model compile."""
     import jax
 
-    import mutants
     from jaxmtl.optim import OptimConfig, make_optimizer
     from torch_ref.optim import clip_and_norm
     from torch_ref.optim import make_optimizer as torch_make_optimizer

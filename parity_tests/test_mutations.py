@@ -10,6 +10,12 @@ import pytest
 
 import mutants
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with mutants.one_torch_thread():
+        yield
+
+
 
 @pytest.mark.parametrize("mutation", mutants.MUTATIONS, ids=lambda m: m.name)
 def test_mutation_is_caught_by_the_right_check(mutation):
