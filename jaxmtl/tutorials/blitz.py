@@ -86,7 +86,8 @@ def mlp_intermediates(inputs: dict | None = None) -> dict:
     y2_grad = jax.grad(tail2)(y2)  # autograd.grad(l, y2): the tail differentiated at the intermediate
     y1_grad = jax.grad(tail1)(y1)
     l, grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))(v["w1"], v["b1"], v["w2"], v["b2"])
-    return {"l": np.asarray(l), "y2_grad": np.asarray(y2_grad), "y2_grad_hand 2(y2 - y)": np.asarray(2 * (y2.squeeze() - v["y"]))[:, None],
+    return {"l": np.asarray(l), "y2_grad": np.asarray(y2_grad),
+            "y2_grad_hand 2(y2 - y)": np.asarray(2 * (y2.squeeze() - v["y"]))[:, None],
             "y1_grad": np.asarray(y1_grad), "y1_grad_hand y2_grad @ w2^T": np.asarray(y2_grad @ v["w2"].T),
             "w1_grad": np.asarray(grads[0]), "w1_grad_hand x^T @ y1_grad": np.asarray(v["x"].T @ y1_grad),
             "b1_grad": np.asarray(grads[1]), "b1_grad_hand column sums": np.asarray(y1_grad.sum(axis=0)),
