@@ -295,7 +295,7 @@ def test_retracing():
 
 # ---- the command ---------------------------------------------------------------------
 
-def test_cli_lists_runs_and_rejects(capsys):
+def test_cli_lists_runs_and_rejects(capsys, tmp_path):
     from jaxmtl.cli import main
 
     assert main(["tutorials"]) == 0
@@ -304,6 +304,10 @@ def test_cli_lists_runs_and_rejects(capsys):
     assert main(["tutorials", "no_such_example"]) == 2
     err = capsys.readouterr().err
     assert "no_such_example" in err and "scalar_chain" in err and "resnet18_step" in err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["tutorials", "numerical_stability", "--out", str(blocker / "plots")]) == 2  # fails before computing
+    assert "cannot create --out directory" in capsys.readouterr().err
     assert main(["tutorials", "scalar_chain"]) == 0
     out = capsys.readouterr().out
     assert "JAX     : 42." in out and "PyTorch : 42." in out and "jax.grad(loss, argnums=(0, 1))" in out

@@ -83,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"jaxmtl tutorials: {unknown_name_message(args.name)}", file=sys.stderr)
         return 2
     ex = get(args.name)
+    if ex.writes_files:  # fail on an unusable --out before any computation
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"jaxmtl tutorials: cannot create --out directory {args.out}: {e}", file=sys.stderr)
+            return 2
     import jax
 
     # Several examples compare float64 results (and the numerical study needs
