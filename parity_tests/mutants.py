@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from typing import Callable, NamedTuple
+from typing import Callable
 from unittest import mock
 
 import jax
@@ -22,10 +22,12 @@ from jax import lax
 
 from jaxmtl.config import TINY, ModelConfig
 from jaxmtl.functional import init_model
-from jaxmtl.model import MultiTaskModel
-from jaxmtl.nn import GRU, BatchNorm2d, torch_linear
+from jaxmtl.nn import GRU, BatchNorm2d
 from jaxmtl.nn.gru import gru_scan
 from jaxmtl.parity.harness import TableConversion
+
+from heads_pair import (HeadsBatch, JaxHeads, correct_heads_pair, heads_batches, heads_pair,  # noqa: F401
+                        heads_table, torch_heads)
 
 STEPS = 3  # a mutation only needs to fail clearly; 3 optimizer steps keep the tests fast
 
@@ -251,85 +253,6 @@ def eps_inside_sqrt(adam):
 
 
 
-# ---- the heads sub-model (GRU + linear heads) as its own pair: small, compiles in seconds --------
-
-class HeadsBatch(NamedTuple):
-    feats: np.ndarray   # (B, T, D) stands in for the ResNet features
-    dyn: np.ndarray
-    pose: np.ndarray
-    vel: np.ndarray
-    label: np.ndarray
-
-
-class JaxHeads(nnx.Module):
-    """Everything after the ResNet, with MultiTaskModel's own `heads` method."""
-
-    heads = MultiTaskModel.heads
-
-    def __init__(self, cfg: ModelConfig, gru_cls=GRU):
-        rngs = nnx.Rngs(0)
-        self.pose_head = torch_linear(cfg.feature_dim, cfg.f_pose, rngs=rngs)
-        self.gru = gru_cls(cfg.gru_input_dim, cfg.gru_hidden, rngs=rngs)
-        self.vel_head = torch_linear(cfg.gru_hidden, cfg.f_vel, rngs=rngs)
-        self.classifier = torch_linear(cfg.gru_hidden, cfg.num_classes, rngs=rngs)
-
-
-def torch_heads(cfg: ModelConfig, seed: int = 0):
-    """The torch reference's heads (same keys as in the full model's state_dict)."""
-    import torch
-
-    from torch_ref.model import MultiTaskModel as TorchModel
-    from torch_ref.model import build_model
-
-    class TorchHeads(torch.nn.Module):
-        def __init__(self, full):
-            super().__init__()
-            self.pose_head, self.gru = full.pose_head, full.gru
-            self.vel_head, self.classifier = full.vel_head, full.classifier
-
-        def forward(self, feats, dyn):
-            return TorchModel.heads(self, feats, dyn)
-
-    return TorchHeads(build_model(cfg, seed, torch.float64))
-
-
-def heads_table(cfg: ModelConfig) -> tuple:
-    from torch_ref.convert import conversion_table
-
-    return tuple(e for e in conversion_table(cfg) if not e.torch_key.startswith("backbone."))
-
-
-def heads_batches(cfg: ModelConfig, seeds) -> list:
-    out = []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        b, t = cfg.batch_size, cfg.seq_len
-        hb = HeadsBatch(rng.standard_normal((b, t, cfg.feature_dim)), rng.standard_normal((b, t, cfg.f_dyn)),
-                        rng.standard_normal((b, t, cfg.f_pose)), rng.standard_normal((b, t, cfg.f_vel)),
-                        rng.integers(0, cfg.num_classes, size=(b,)))
-        out.append((hb, hb))
-    return out
-
-
-def heads_pair(cfg: ModelConfig = TINY, gru_cls=GRU, table=None):
-    from jaxmtl.losses import multitask_loss
-    from jaxmtl.parity.harness import make_pair
-    from torch_ref.losses import multitask_loss as torch_multitask_loss
-
-    def jax_loss(model, b, train):
-        out = model.heads(b.feats, b.dyn)
-        total, parts = multitask_loss(out, b, cfg)
-        return total, {**out, **parts}
-
-    def torch_loss(module, b, train):
-        out = module(b.feats, b.dyn)
-        total, parts = torch_multitask_loss(out, b.pose, b.vel, b.label.long(), cfg)
-        return total, {**out, **parts}
-
-    return make_pair(torch_heads(cfg), nnx.eval_shape(lambda: JaxHeads(cfg, gru_cls)),
-                     heads_table(cfg) if table is None else table, torch_loss, jax_loss, dtype="float64")
-
-
 # ---- the registry: each mutation, the check that must catch it, and checks that must still pass --
 
 @dataclasses.dataclass(frozen=True)
@@ -388,13 +311,6 @@ def contextlib_patches(patches: dict):
     for target, new in patches.items():
         stack.enter_context(mock.patch(target, new))
     return stack
-
-
-@functools.cache
-def correct_heads_pair():
-    """The heads sub-model pair, shared: optimizer mistakes do not depend on the model, and its
-    gradient and optax updates compile in seconds where the full model takes ~10 s each."""
-    return heads_pair()
 
 
 def _train(opt) -> list:
