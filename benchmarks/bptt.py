@@ -91,11 +91,11 @@ def plot(rows: list[dict[str, Any]], variants: list[str], path: Path) -> None:
 
 
 def print_rows(rows: list[dict[str, Any]], variants: list[str]) -> None:
-    print(f"{'T':>4}" + "".join(f"{v + ' compile s':>22}" for v in variants)
-          + "".join(f"{v + ' ms':>18}" for v in variants + ["torch_gru"]))
+    print(f"{'T':>4}" + "".join(f"{v + ' compile s':>24}" for v in variants)
+          + "".join(f"{v + ' ms':>19}" for v in variants + ["torch_gru"]))
     for r in rows:
-        print(f"{r['T']:4}" + "".join(f"{r[v]['compile_s']:22.2f}" for v in variants)
-              + "".join(f"{r[v]['step']['median'] * 1e3:18.2f}" for v in variants + ["torch_gru"]))
+        print(f"{r['T']:4}" + "".join(f"{r[v]['compile_s']:24.2f}" for v in variants)
+              + "".join(f"{r[v]['step']['median'] * 1e3:19.2f}" for v in variants + ["torch_gru"]))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -90,6 +90,33 @@ def measure_shape(shape: dict[str, Any], budget_s: float, dtype=jnp.float32) -> 
     return row
 
 
+def _maxpool_slices(x: jax.Array) -> jax.Array:
+    """MaxPool2d(3, 2, 1) as the max of 9 shifted strided views (gradient: select chains, no select_and_scatter).
+    Ties split the gradient differently from torch's single argmax; only timed here, not used by the model."""
+    n, h, w, c = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    views = [xp[:, i: i + 2 * (ho - 1) + 1: 2, j: j + 2 * (wo - 1) + 1: 2, :] for i in range(3) for j in range(3)]
+    out = views[0]
+    for v in views[1:]:
+        out = jnp.maximum(out, v)
+    return out
+
+
+def maxpool_study(cfg: ModelConfig, budget_s: float) -> dict[str, Any]:
+    """Forward+backward of the stem's max-pool: lax.reduce_window (select_and_scatter gradient) vs slices."""
+    from jaxmtl.nn.pooling import max_pool2d
+
+    n, h = cfg.batch_size * cfg.seq_len, out_size(cfg.image_size, 7, 2, 3)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((n, h, h, cfg.widths[0])), jnp.float32)
+    row: dict[str, Any] = {"config": cfg.name, "shape": list(x.shape)}
+    for name, f in (("reduce_window", lambda a: max_pool2d(a, 3, 2, 1)), ("slices_max", _maxpool_slices)):
+        fwd_bwd = jax.grad(lambda a: jnp.sum(jnp.sin(f(a))))
+        compiled, _ = aot_compile(fwd_bwd, x)
+        row[name] = time_budgeted(lambda: compiled(x), budget_s)
+    return row
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'config':9}{'layer':22}{'N':>4}{'HxW':>6}{'Cin':>5}{'Cout':>5}{'k/s':>5}  "
           + "  ".join(f"{d + ': ' + '/'.join(FORMULATIONS) + ' ms (win)':34}" for d in DIRECTIONS) + "  plan")
@@ -116,6 +143,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows.append(measure_shape(shape, args.budget))
             print_table(rows[-1:])
     print_table(rows)
-    results = {"machine": machine_info(), "rows": rows}
+    pools = [maxpool_study(get_config(name), args.budget) for name in args.configs.split(",")]
+    for p in pools:
+        print(f"max-pool fwd+bwd {p['config']:9} {p['shape']}: reduce_window {p['reduce_window']['median'] * 1e3:.2f} ms,"
+              f" shifted-slice max {p['slices_max']['median'] * 1e3:.2f} ms")
+    results = {"machine": machine_info(), "rows": rows, "maxpool": pools}
     write_results(args.out, results)
     return results

@@ -29,7 +29,8 @@ def measure_variant(config: str, variant: str, budget_s: float) -> dict[str, Any
         compiled, compile_s = aot_compile(step, *args)
     ma = compiled.memory_analysis()
     mem = {k: getattr(ma, k) / MB for k in ("temp_size_in_bytes", "argument_size_in_bytes",
-                                             "output_size_in_bytes", "generated_code_size_in_bytes")
+                                             "output_size_in_bytes", "generated_code_size_in_bytes",
+                                             "peak_memory_in_bytes")
            if ma is not None and hasattr(ma, k)}
     rss_before = peak_rss_mb()
     stat = time_budgeted(lambda: compiled(*args), budget_s, min_reps=3, max_reps=30)

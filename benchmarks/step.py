@@ -10,7 +10,7 @@ from typing import Any
 import jax
 
 from benchmarks import steps_impl as S
-from benchmarks.timing import (aot_compile, fmt_ms, machine_info, set_torch_threads, summarize,
+from benchmarks.timing import (aot_compile, fmt_ms, load_average, machine_info, set_torch_threads, summarize,
                                time_budgeted, time_calls, write_results)
 from jaxmtl.config import get_config
 
@@ -26,7 +26,7 @@ def run_config(name: str, budget_s: float = 10.0, eager_reps: int | None = None,
     eager_reps = eager_reps or (2 if big else 5)
     res: dict[str, Any] = {"config": name, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
                            "image_size": cfg.image_size, "widths": list(cfg.widths),
-                           "torch_threads": threads, "modes": {}}
+                           "torch_threads": threads, "load_average_start": load_average(), "modes": {}}
     step, args = S.jax_setup(cfg)
 
     if "jax_jit" in modes:
@@ -48,7 +48,7 @@ def run_config(name: str, budget_s: float = 10.0, eager_reps: int | None = None,
 
         if "torch_eager" in modes:
             t = S.torch_setup(cfg)
-            stat = time_budgeted(S.torch_eager_step(cfg, t), budget_s, min_reps=3, max_reps=100, warmup=2)
+            stat = time_budgeted(S.torch_eager_step(cfg, t), budget_s, min_reps=5, max_reps=100, warmup=2)
             res["modes"]["torch_eager"] = {"step": stat}
         if "torch_compile" in modes:
             torch._dynamo.reset()
@@ -57,14 +57,15 @@ def run_config(name: str, budget_s: float = 10.0, eager_reps: int | None = None,
             t0 = time.perf_counter()
             fn()  # compiles forward (dynamo + inductor) and, in backward, the AOTAutograd graph
             first = time.perf_counter() - t0
-            stat = time_budgeted(fn, budget_s, min_reps=3, max_reps=100, warmup=1)
+            stat = time_budgeted(fn, budget_s, min_reps=5, max_reps=100, warmup=1)
             res["modes"]["torch_compile"] = {"step": stat, "first_call_s": first,
                                              "compile_s": max(first - stat["median"], 0.0)}
         if "torch_func" in modes:
             t = S.torch_setup(cfg)
-            stat = time_budgeted(S.torch_func_step(cfg, t), budget_s, min_reps=3, max_reps=100, warmup=2)
+            stat = time_budgeted(S.torch_func_step(cfg, t), budget_s, min_reps=5, max_reps=100, warmup=2)
             res["modes"]["torch_func"] = {"step": stat}
 
+    res["load_average_end"] = load_average()
     for m in res["modes"].values():
         med = m["step"]["median"]
         m["samples_per_s"] = cfg.batch_size / med

@@ -100,15 +100,17 @@ def torch_func_step(cfg: ModelConfig, t: dict[str, Any]) -> Callable[[], Any]:
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
 
-    def loss_of(p, x, dyn, pose, vel, label):
-        out = functional_call(model, (p, buffers), (x, dyn))
+    # BatchNorm updates its running stats in place: under torch.func.grad the
+    # buffers must be explicit inputs, not captured tensors.
+    def loss_of(p, bufs, x, dyn, pose, vel, label):
+        out = functional_call(model, (p, bufs), (x, dyn))
         return multitask_loss(out, pose, vel, label, cfg)[0]
 
     grad_fn = grad(loss_of)
 
     def step():
         detached = {k: v.detach() for k, v in params.items()}
-        grads = grad_fn(detached, t["x"], t["dyn"], t["pose"], t["vel"], t["label"])
+        grads = grad_fn(detached, buffers, t["x"], t["dyn"], t["pose"], t["vel"], t["label"])
         with torch.no_grad():
             for k, v in params.items():
                 v.grad = grads[k]

@@ -103,6 +103,7 @@ def machine_info() -> dict[str, Any]:
         # XLA:CPU sizes its intra-op Eigen thread pool to the number of cores
         # unless XLA_FLAGS says otherwise; both are recorded.
         "xla_threads": os.cpu_count(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "load_average": load_average(),
     }
     try:
         import jaxlib
@@ -118,6 +119,14 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         info["torch"] = None
     return info
+
+
+def load_average() -> list[float] | None:
+    """1/5/15-minute load averages: other processes on the machine distort every timing."""
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
 
 
 def peak_rss_mb() -> float:

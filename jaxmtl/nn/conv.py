@@ -11,6 +11,10 @@ from jaxmtl.nn.conv_impl import conv2d_fast
 from jaxmtl.nn.init import kaiming_normal_fan_out
 
 
+# Below this many forward multiply-adds per conv, launch overhead dominates (see cpu_plan).
+SMALL_CONV_MACS = 10_000_000
+
+
 def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, padding: int
              ) -> tuple[str, str, str]:
     """(forward, dX, dW) formulation for XLA:CPU: "xla", "im2col", "shift" or "im2colT" (conv_impl.py).
@@ -27,10 +31,15 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
       instead; for the 7x7/2 stem with >= 64 filters the transposed-patch
       layout (im2colT) is the fastest, with 16 filters XLA's own still wins.
     Everything else (3x3 stride-1 convs on 8x8 and larger maps) stays with XLA.
+    - Tiny convs (< SMALL_CONV_MACS multiply-adds, e.g. the whole `tiny` config)
+      stay with XLA: there every formulation takes ~0.1 ms, within timing
+      noise of the others, and one conv op keeps the graph (and compile) small.
     """
     ho = (h + 2 * padding - k) // stride + 1
     wo = (w + 2 * padding - k) // stride + 1
     pixels = ho * wo
+    if n * pixels * k * k * cin * cout < SMALL_CONV_MACS:
+        return ("xla", "xla", "xla")
     if k == 1:
         return ("im2col", "im2col", "im2col")
     fwd = "im2col" if pixels <= 4 or (stride == 2 and cin >= 64) else "xla"
