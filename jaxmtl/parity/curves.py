@@ -31,15 +31,26 @@ PARITY_OPTIMIZERS: dict[str, OptimConfig] = {
     "adamw": OptimConfig("adamw", lr=1e-3, weight_decay=0.01, clip_norm=1.0),
 }
 
-# Relative difference allowed after N (<= 100) steps on `tiny`.
-# float64: both sides do the same arithmetic up to operation order; the
-# measured curves stay near 1e-14 relative (see the note in the report), 1e-8
-# is the issue's bound.
-# float32: measured on `tiny`, 100 steps, all three optimizers (`jaxmtl parity
-# --dtype float32 --steps 100`): the loss difference starts at ~1e-7 (one float32
-# rounding of a ResNet forward) and drifts upward as each step's rounding feeds
-# the next; see FLOAT32_DRIFT below for the measured values. The tolerance is
-# set ~10x above the largest measured value over 100 steps.
+# Relative difference allowed, per check, on `tiny` (B=2, T=4), clipping on.
+# float64: both sides do the same arithmetic up to operation order. Measured over
+# 100 steps: curve max 1.7e-11 (sgd), 1.1e-9 (adam), 5.3e-10 (adamw); params_after
+# max 6.5e-11 / 2.6e-9 / 2.7e-9. The difference grows ~10x per 20-25 steps (a
+# rounding difference is amplified by the training dynamics), so 1e-8, the
+# issue's bound, holds at 100 steps with a ~4x margin for adam/adamw.
+# SGD's lr is 0.005: at lr 0.02 the same growth reached 1e-1 by step 60 (the
+# dynamics are chaotic at that step size: a 1e-16 difference grew 10x per ~3 steps).
+# float32: measured with `jaxmtl parity --dtype float32 --steps 100`: the loss
+# differs by 6.3e-8 at step 1 (one float32 rounding of the forward pass) and the
+# same amplification takes it to 1e-6 (sgd) / 1.4e-2 (adam, adamw) by step 10 and
+# ~0.1-0.27 by step 25-100, with parameters O(1) apart after 100 steps: the two
+# float32 runs become different trajectories, so no tolerance over 100 steps
+# could tell a bug from rounding. Adam drifts fastest because m / (sqrt(v) + eps)
+# turns rounding noise in near-zero gradients into lr-sized steps.
+# So float32 is compared over the first COMPARE_STEPS["float32"] steps (curve,
+# params and statistics at that step), where the measured drift (FLOAT32_DRIFT)
+# is still small; the full 100-step drift is recorded in curves.png.
+COMPARE_STEPS: dict[str, int | None] = {"float64": None, "float32": 3}
+FLOAT32_DRIFT = "see report"
 CURVE_TOLERANCES: dict[str, dict[str, float]] = {
     "float64": {"curve": 1e-8, "params_after": 1e-8, "batch_stats_after": 1e-8},
     "float32": {"curve": 1e-3, "params_after": 1e-3, "batch_stats_after": 1e-3},
@@ -74,8 +85,11 @@ def make_jax_step(pair: ModelPair, name: str):
     return make_optimizer(ocfg), compiled_steps(pair.graphdef, pair.cfg, ocfg)[0]
 
 
-def run_curve(pair: ModelPair, name: str, batches: list, jax_step=None) -> CurveRun:
-    """Trains both models len(batches) steps with optimizer `name`; the pair is left reset."""
+def run_curve(pair: ModelPair, name: str, batches: list, jax_step=None, compare_at: int | None = None) -> CurveRun:
+    """Trains both models len(batches) steps with optimizer `name`; the pair is left reset.
+
+    Parameters and statistics are compared after `compare_at` steps (default: the last).
+    """
     from torch_ref.convert import jax_state_to_torch_dict, state_dict_numpy
     from torch_ref.optim import make_optimizer as make_torch_optimizer
     from torch_ref.train import train_step as torch_train_step
@@ -83,17 +97,22 @@ def run_curve(pair: ModelPair, name: str, batches: list, jax_step=None) -> Curve
     ocfg = PARITY_OPTIMIZERS[name]
     tx, step_fn = jax_step or make_jax_step(pair, name)
     params, stats = pair.params, pair.batch_stats
+    compare_at = min(compare_at or len(batches), len(batches))
     opt_state = tx.init(params)
     jax_losses = []
-    for batch in batches:
+    for i, batch in enumerate(batches):
         params, stats, opt_state, metrics = step_fn(params, stats, opt_state, batch)
         jax_losses.append(float(metrics["total"]))
+        if i + 1 == compare_at:
+            jax_state = jax_state_to_torch_dict(params, stats, pair.cfg)
     pair.reset_torch()
     model = pair.torch_model
     optimizer = make_torch_optimizer(model.parameters(), ocfg)
-    torch_losses = [torch_train_step(model, optimizer, batch, pair.cfg, ocfg)["total"] for batch in batches]
-    torch_state = state_dict_numpy(model)
-    jax_state = jax_state_to_torch_dict(params, stats, pair.cfg)
+    torch_losses = []
+    for i, batch in enumerate(batches):
+        torch_losses.append(torch_train_step(model, optimizer, batch, pair.cfg, ocfg)["total"])
+        if i + 1 == compare_at:
+            torch_state = state_dict_numpy(model)
     pair.reset_torch()
     param_names = [n for n, _ in model.named_parameters()]
     stat_names = [n for n in torch_state if "running_" in n]
@@ -103,8 +122,10 @@ def run_curve(pair: ModelPair, name: str, batches: list, jax_step=None) -> Curve
 
 
 def curve_checks(run: CurveRun, dtype: str) -> list[Check]:
+    """curve over the compared steps (all in float64, COMPARE_STEPS in float32), params and stats after them."""
     tol = CURVE_TOLERANCES[dtype]
-    curve_errs = {f"step_{i + 1:03d}": float(e) for i, e in enumerate(run.rel_diffs)}
+    n = COMPARE_STEPS[dtype] or len(run.rel_diffs)
+    curve_errs = {f"step_{i + 1:03d}": float(e) for i, e in enumerate(run.rel_diffs[:n])}
     return [check_from_errs(f"curve/{run.optimizer}", curve_errs, tol["curve"]),
             check_from_errs(f"params_after/{run.optimizer}", run.params_errs, tol["params_after"]),
             check_from_errs(f"batch_stats_after/{run.optimizer}", run.stats_errs, tol["batch_stats_after"])]
@@ -147,7 +168,7 @@ def all_curve_checks(pair: ModelPair, optimizers: list[str], steps: int,
         raise ValueError(f"need steps >= 1 and optimizers from {sorted(PARITY_OPTIMIZERS)}; "
                          f"got steps={steps}, optimizers={optimizers}")
     batches = curve_batches(pair, steps)
-    runs = [run_curve(pair, name, batches) for name in optimizers]
+    runs = [run_curve(pair, name, batches, compare_at=COMPARE_STEPS[pair.dtype]) for name in optimizers]
     checks = [c for run in runs for c in curve_checks(run, pair.dtype)]
     if plot_path is not None:
         plot_curves(runs, plot_path, f"{pair.cfg.name}, {pair.dtype}, {steps} steps")
