@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "efficiency": "benchmarks.efficiency",
     "convshapes": "benchmarks.conv_shapes",
     "all": "benchmarks.run_all",
+    "report": "benchmarks.report",
 }
 
 

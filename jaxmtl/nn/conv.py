@@ -31,17 +31,17 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
       instead; for the 7x7/2 stem with >= 64 filters the transposed-patch
       layout (im2colT) is the fastest, with 16 filters XLA's own still wins.
     Everything else (3x3 stride-1 convs on 8x8 and larger maps) stays with XLA.
-    - Tiny convs (< SMALL_CONV_MACS multiply-adds, e.g. the whole `tiny` config)
+    - Tiny k>1 convs (< SMALL_CONV_MACS multiply-adds, e.g. all of `tiny`'s 3x3/7x7)
       stay with XLA: there every formulation takes ~0.1 ms, within timing
       noise of the others, and one conv op keeps the graph (and compile) small.
     """
     ho = (h + 2 * padding - k) // stride + 1
     wo = (w + 2 * padding - k) // stride + 1
     pixels = ho * wo
-    if n * pixels * k * k * cin * cout < SMALL_CONV_MACS:
-        return ("xla", "xla", "xla")
     if k == 1:
         return ("im2col", "im2col", "im2col")
+    if n * pixels * k * k * cin * cout < SMALL_CONV_MACS:
+        return ("xla", "xla", "xla")
     fwd = "im2col" if pixels <= 4 or (stride == 2 and cin >= 64) else "xla"
     dx = "im2col" if pixels <= 16 else "xla"
     if k >= 7:
