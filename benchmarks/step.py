@@ -18,10 +18,10 @@ MODES = ("jax_jit", "jax_eager", "torch_eager", "torch_compile", "torch_func")
 
 
 def run_config(name: str, budget_s: float = 10.0, eager_reps: int | None = None,
-               modes: tuple[str, ...] = MODES) -> dict[str, Any]:
+               modes: tuple[str, ...] = MODES, torch_threads: int | None = None) -> dict[str, Any]:
     """Times every mode on config `name`; returns the results dict (also holds speedups)."""
     cfg = get_config(name)
-    threads = set_torch_threads()
+    threads = set_torch_threads(torch_threads)
     big = cfg.widths[-1] >= 512
     eager_reps = eager_reps or (2 if big else 5)
     res: dict[str, Any] = {"config": name, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
@@ -136,6 +136,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, default=10.0, help="timing seconds per mode (>= a few reps)")
     p.add_argument("--eager-reps", type=int, default=None, help="JAX eager repetitions")
     p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="default: all cores, like XLA; with 1, also set XLA_FLAGS (see timing.set_torch_threads)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bad = set(modes) - set(MODES)
     if bad:
         raise SystemExit(f"unknown modes {sorted(bad)}; known: {MODES}")
-    res = run_config(args.config, args.budget, args.eager_reps, modes)
+    res = run_config(args.config, args.budget, args.eager_reps, modes, getattr(args, "torch_threads", None))
     res["machine"] = machine_info()
     write_results(args.out, res)
     plot([res], Path(args.out) / "step_times.png")

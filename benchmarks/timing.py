@@ -80,13 +80,25 @@ def cpu_flags() -> list[str]:
     return []
 
 
-def set_torch_threads() -> int:
-    """torch gets as many intra-op threads as there are cores (XLA:CPU uses all cores by default)."""
+def set_torch_threads(n: int | None = None) -> int:
+    """torch gets as many intra-op threads as there are cores (XLA:CPU uses all cores by default).
+
+    For a one-thread comparison pass n=1 and start the process with
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".
+    """
     import torch
 
-    n = os.cpu_count() or 1
+    n = n or os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
+
+
+def _xla_threads() -> int | None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    for f in flags.split():
+        if f.startswith("intra_op_parallelism_threads=") or f.startswith("--intra_op_parallelism_threads="):
+            return int(f.split("=", 1)[1])
+    return os.cpu_count()
 
 
 def machine_info() -> dict[str, Any]:
@@ -102,7 +114,7 @@ def machine_info() -> dict[str, Any]:
         "jax_backend": jax.default_backend(), "jax_devices": [str(d) for d in jax.devices()],
         # XLA:CPU sizes its intra-op Eigen thread pool to the number of cores
         # unless XLA_FLAGS says otherwise; both are recorded.
-        "xla_threads": os.cpu_count(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "xla_threads": _xla_threads(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         "load_average": load_average(),
     }
     try:
