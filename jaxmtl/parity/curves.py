@@ -71,8 +71,12 @@ class CurveRun:
 
 
 def curve_batches(pair: ModelPair, steps: int) -> list:
-    """The first `steps` training batches of the motion data set in the pair's dtype."""
-    data = MotionDataset(pair.cfg, DataConfig(seed=pair.seed, train_size=max(steps, 1) * pair.cfg.batch_size),
+    """The first `steps` training batches of the motion data set in the pair's dtype.
+
+    The training set size is fixed (100 steps' worth), so a shorter run sees the
+    same first batches as `jaxmtl parity --steps 100`.
+    """
+    data = MotionDataset(pair.cfg, DataConfig(seed=pair.seed, train_size=max(steps, 100) * pair.cfg.batch_size),
                          dtype=NP_DTYPES[pair.dtype])
     return [data.train_batch(s) for s in range(steps)]
 
