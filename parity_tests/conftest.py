@@ -16,6 +16,23 @@ from jaxmtl.config import TINY  # noqa: E402
 from jaxmtl.parity.precision import set_full_precision  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """torch's CPU kernels on one thread for the session, restored after.
+
+    Measured on this 2-core machine under load from parallel jobs: a tiny-model
+    float64 forward+backward took 5 s with torch's 2 OpenMP threads (they spin
+    against each other) and 0.04 s with 1. Results do not depend on it; speed
+    comparisons live in benchmarks/, which sets its own thread counts.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def pairs():
     """{"float64": ModelPair, "float32": ModelPair} on the tiny config, built lazily."""

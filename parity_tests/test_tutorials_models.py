@@ -17,22 +17,6 @@ from jaxmtl.trees import rel_err, tree_rel_errs
 TOL = TOLERANCES["float64"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """torch's CPU kernels on one thread while this module runs, restored after.
-
-    Measured on this 2-core machine under load from parallel jobs: a tiny-model
-    float64 forward+backward takes 5 s with torch's 2 OpenMP threads (they
-    spin against each other) and 0.04 s with 1. The results do not depend on it.
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def worst(a: dict, b: dict) -> float:
     return max(tree_rel_errs(a, b).values())
 

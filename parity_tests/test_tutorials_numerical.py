@@ -14,22 +14,6 @@ DTYPES = ("float32", "float64")
 COST_NS = (10, 50)  # the cost study's counts are exact for any n; small n keeps the test short
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """torch's CPU kernels on one thread while this module runs, restored after.
-
-    Measured on this 2-core machine under load from parallel jobs: a tiny-model
-    float64 forward+backward takes 5 s with torch's 2 OpenMP threads (they
-    spin against each other) and 0.04 s with 1. The results do not depend on it.
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """The whole study in both frameworks, once; the JAX side writes its figures."""

@@ -6,28 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from jaxmtl.tutorials import EXAMPLES, TOPICS, load
 from jaxmtl.trees import rel_err
 from jaxmtl.tutorials import inputs as I
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """torch's CPU kernels on one thread while this module runs, restored after.
-
-    Measured on this 2-core machine under load from parallel jobs: a tiny-model
-    float64 forward+backward takes 5 s with torch's 2 OpenMP threads (they
-    spin against each other) and 0.04 s with 1. The results do not depend on it.
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def both(name: str, **kwargs) -> tuple[dict, dict]:
