@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from jaxmtl.cpu_malloc import keep_freed_memory
+
 SUBCOMMANDS = {
     "step": "benchmarks.step",
     "bptt": "benchmarks.bptt",
@@ -18,6 +20,9 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First thing, before jax or torch start threads: both frameworks then run with
+    # the same allocator settings (jaxmtl/cpu_malloc.py; JAXMTL_DEFAULT_MALLOC=1 opts out).
+    keep_freed_memory()
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, modname in SUBCOMMANDS.items():

@@ -10,8 +10,8 @@ from typing import Any
 import jax
 
 from benchmarks import steps_impl as S
-from benchmarks.timing import (aot_compile, fmt_ms, load_average, machine_info, set_torch_threads, summarize,
-                               time_budgeted, time_calls, write_results)
+from benchmarks.timing import (aot_compile, fmt_ms, load_average, machine_info, set_torch_threads, time_calls,
+                               time_interleaved, write_results)
 from jaxmtl.config import get_config
 
 MODES = ("jax_jit", "jax_eager", "torch_eager", "torch_compile", "torch_func")
@@ -28,13 +28,41 @@ def run_config(name: str, budget_s: float = 10.0, eager_reps: int | None = None,
                            "image_size": cfg.image_size, "widths": list(cfg.widths),
                            "torch_threads": threads, "load_average_start": load_average(), "modes": {}}
     step, args = S.jax_setup(cfg)
+    timed: dict[str, Any] = {}  # mode -> zero-argument step, timed together below
 
     if "jax_jit" in modes:
         compiled, compile_s = aot_compile(step, *args)
-        stat = time_budgeted(lambda: compiled(*args), budget_s, min_reps=5, max_reps=100, warmup=2)
-        res["modes"]["jax_jit"] = {"step": stat, "compile_s": compile_s}
+        timed["jax_jit"] = lambda: compiled(*args)
+        res["modes"]["jax_jit"] = {"compile_s": compile_s}
+    if any(m.startswith("torch") for m in modes):
+        import torch
+
+        if "torch_eager" in modes:
+            timed["torch_eager"] = S.torch_eager_step(cfg, S.torch_setup(cfg))
+            res["modes"]["torch_eager"] = {}
+        if "torch_compile" in modes:
+            torch._dynamo.reset()
+            fn = S.torch_eager_step(cfg, S.torch_setup(cfg), compiled=True)
+            t0 = time.perf_counter()
+            fn()  # compiles forward (dynamo + inductor) and, in backward, the AOTAutograd graph
+            first = time.perf_counter() - t0
+            timed["torch_compile"] = fn
+            res["modes"]["torch_compile"] = {"first_call_s": first}
+        if "torch_func" in modes:
+            timed["torch_func"] = S.torch_func_step(cfg, S.torch_setup(cfg))
+            res["modes"]["torch_func"] = {}
+    # Interleaved rounds (timing.time_interleaved): the ratios between these
+    # modes come from the same stretch of machine time.
+    stats = time_interleaved(timed, budget_s * len(timed), min_reps=5, max_reps=100) if timed else {}
+    for mode, stat in stats.items():
+        res["modes"][mode]["step"] = stat
+    if "torch_compile" in res["modes"]:
+        m = res["modes"]["torch_compile"]
+        m["compile_s"] = max(m["first_call_s"] - m["step"]["median"], 0.0)
+
     if "jax_eager" in modes:
-        # Op-by-op: every primitive is dispatched (and, on first use, compiled) on its own.
+        # Op-by-op: every primitive is dispatched (and, on first use, compiled)
+        # on its own. Seconds per step, 5-200x the others: timed on its own.
         def eager():
             with jax.disable_jit():
                 return step(*args)
@@ -43,27 +71,6 @@ def run_config(name: str, budget_s: float = 10.0, eager_reps: int | None = None,
         first = time.perf_counter() - t0
         stat = time_calls(eager, eager_reps, warmup=0)
         res["modes"]["jax_eager"] = {"step": stat, "first_call_s": first}
-    if any(m.startswith("torch") for m in modes):
-        import torch
-
-        if "torch_eager" in modes:
-            t = S.torch_setup(cfg)
-            stat = time_budgeted(S.torch_eager_step(cfg, t), budget_s, min_reps=5, max_reps=100, warmup=2)
-            res["modes"]["torch_eager"] = {"step": stat}
-        if "torch_compile" in modes:
-            torch._dynamo.reset()
-            t = S.torch_setup(cfg)
-            fn = S.torch_eager_step(cfg, t, compiled=True)
-            t0 = time.perf_counter()
-            fn()  # compiles forward (dynamo + inductor) and, in backward, the AOTAutograd graph
-            first = time.perf_counter() - t0
-            stat = time_budgeted(fn, budget_s, min_reps=5, max_reps=100, warmup=1)
-            res["modes"]["torch_compile"] = {"step": stat, "first_call_s": first,
-                                             "compile_s": max(first - stat["median"], 0.0)}
-        if "torch_func" in modes:
-            t = S.torch_setup(cfg)
-            stat = time_budgeted(S.torch_func_step(cfg, t), budget_s, min_reps=5, max_reps=100, warmup=2)
-            res["modes"]["torch_func"] = {"step": stat}
 
     res["load_average_end"] = load_average()
     for m in res["modes"].values():
@@ -133,7 +140,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="tiny", help="tiny | small | resnet18")
     p.add_argument("--out", default="bench_out/step")
-    p.add_argument("--budget", type=float, default=10.0, help="timing seconds per mode (>= a few reps)")
+    p.add_argument("--budget", type=float, default=10.0, help="timing seconds per mode; the modes are timed in interleaved rounds")
     p.add_argument("--eager-reps", type=int, default=None, help="JAX eager repetitions")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--torch-threads", type=int, default=None,

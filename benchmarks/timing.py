@@ -22,6 +22,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from jaxmtl.cpu_malloc import malloc_tuned
+
 
 def summarize(times: list[float]) -> dict[str, Any]:
     """{"median", "min", "max", "reps", "unit"} of a list of seconds."""
@@ -50,6 +52,35 @@ def time_budgeted(fn: Callable[[], Any], budget_s: float, min_reps: int = 3, max
         first = time.perf_counter() - t0
     reps = int(min(max_reps, max(min_reps, budget_s / max(first, 1e-6))))
     return time_calls(fn, reps, warmup=0)
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], budget_s: float, min_reps: int = 5,
+                     max_reps: int = 100, warmup: int = 2) -> dict[str, dict[str, Any]]:
+    """Times several callables in rounds, one call of each per round, the order rotating.
+
+    On a shared or virtualised CPU the speed of the machine drifts by tens of
+    percent over seconds to minutes (on this project's 2-core machine one
+    mode's median moved by up to 30% between consecutive processes). Timing
+    mode A for 10 s and then mode B for 10 s puts that drift into the ratio
+    A/B; interleaving gives every mode the same conditions, so the ratios
+    from one run stay meaningful. `budget_s` is the total for all modes.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    t0 = time.perf_counter()
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    round_s = time.perf_counter() - t0
+    reps = int(min(max_reps, max(min_reps, budget_s / max(round_s, 1e-6))))
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(reps):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            jax.block_until_ready(fns[name]())
+            times[name].append(time.perf_counter() - t)
+    return {n: summarize(times[n]) for n in names}
 
 
 def aot_compile(fn: Callable, *args, **jit_kwargs) -> tuple[Any, float]:
@@ -116,6 +147,9 @@ def machine_info() -> dict[str, Any]:
         # unless XLA_FLAGS says otherwise; both are recorded.
         "xla_threads": _xla_threads(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         "load_average": load_average(),
+        # Process-wide glibc malloc settings, shared by both frameworks (jaxmtl/cpu_malloc.py).
+        "malloc_keeps_freed_memory": malloc_tuned(),
+        "MALLOC_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
     }
     try:
         import jaxlib

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from jaxmtl.cpu_malloc import keep_freed_memory
+
 SUBCOMMANDS = {
     "train": ("jaxmtl.main", "train the multi-task model (JAX or the torch reference)"),
     "parity": ("jaxmtl.parity.run", "compare the JAX port with the torch reference; write parity.json"),
@@ -19,6 +21,8 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before any subcommand imports jax and starts XLA's threads (see cpu_malloc.py).
+    keep_freed_memory()
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="jaxmtl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

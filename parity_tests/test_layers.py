@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -45,6 +46,24 @@ def test_max_pool_matches_torch():
     ref = torch.nn.MaxPool2d(3, 2, 1)(nchw(x))
     out = max_pool2d(jnp.asarray(x), 3, 2, 1)
     np.testing.assert_array_equal(np.transpose(np.asarray(out), (0, 3, 1, 2)), ref.numpy())
+
+
+@pytest.mark.parametrize("k,stride,pad", [(3, 2, 1), (2, 2, 0), (3, 1, 1)])
+def test_max_pool_gradient_routes_ties_like_torch(k, stride, pad):
+    """Integer-valued inputs make most windows tie: torch sends each output's gradient to the
+    first maximum of its window (row-major); a split or a last-max choice would differ here."""
+    x = RNG.integers(0, 3, (2, 9, 9, 3)).astype(np.float64)
+    g = RNG.standard_normal((2, 3, (9 + 2 * pad - k) // stride + 1, (9 + 2 * pad - k) // stride + 1))
+    xt = nchw(x).requires_grad_(True)
+    torch.nn.functional.max_pool2d(xt, k, stride, pad).backward(torch.from_numpy(g))
+    out, vjp = jax.vjp(lambda a: max_pool2d(a, k, stride, pad), jnp.asarray(x))
+    (dx,) = vjp(jnp.asarray(np.transpose(g, (0, 2, 3, 1))))
+    np.testing.assert_array_equal(np.transpose(np.asarray(dx), (0, 3, 1, 2)), xt.grad.numpy())
+    # The forward-mode rule is the same linear map: <jvp(t), g> == <t, vjp(g)>.
+    t = RNG.standard_normal(x.shape)
+    _, jt = jax.jvp(lambda a: max_pool2d(a, k, stride, pad), (jnp.asarray(x),), (jnp.asarray(t),))
+    np.testing.assert_allclose(float(jnp.vdot(jt, jnp.transpose(jnp.asarray(g), (0, 2, 3, 1)))),
+                               float(jnp.vdot(jnp.asarray(t), dx)), rtol=1e-12)
 
 
 def test_batchnorm_train_step_and_running_stats_match_torch():

@@ -20,17 +20,19 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     """(forward, dX, dW) formulation for XLA:CPU: "xla", "im2col", "shift" or "im2colT" (conv_impl.py).
 
     A rule distilled from benchmarks/conv_shapes.py (per-shape timings of every
-    formulation in each direction on the tiny/small/resnet18 layers; the suite
-    re-measures them and reports where this rule loses to the winner):
+    formulation in each direction on the tiny/small/resnet18 layers, with the
+    allocator settings of cpu_malloc.py; the suite re-measures them and
+    reports where this rule loses to the winner):
     - XLA's forward and input-gradient convs collapse on small output maps with
-      many channels (3x3 512->512 on 2x2: seconds instead of tens of ms), so
+      many channels (3x3 512->512 on 2x2: ~880 ms instead of ~10 ms), so
       maps of <= 4 output pixels use im2col; dX uses col2im up to 4x4 maps.
     - 1x1 convs are a (strided) slice and one matmul: im2col in all directions
-      (XLA's kernel-gradient conv for the 1x1/2 downsample is ~10x slower).
-    - XLA's kernel-gradient conv is slow for strided convs: patches^T @ dY
-      instead; for the 7x7/2 stem with >= 64 filters the transposed-patch
-      layout (im2colT) is the fastest, with 16 filters XLA's own still wins.
-    Everything else (3x3 stride-1 convs on 8x8 and larger maps) stays with XLA.
+      (XLA's kernel-gradient conv for the 1x1/2 downsample is ~5x slower).
+    - XLA's kernel-gradient conv is slow wherever the output map is larger
+      than 2x2 (16x16x64 3x3: 61 ms against 24 ms for patches^T @ dY), so dW
+      is im2col there; for the 7x7/2 stem the transposed-patch layout
+      (im2colT) is the fastest (resnet18: 28 ms against XLA's 279 ms).
+    Forward and dX of 3x3 convs on 8x8 and larger maps stay with XLA.
     - Tiny k>1 convs (< SMALL_CONV_MACS multiply-adds, e.g. all of `tiny`'s 3x3/7x7)
       stay with XLA: there every formulation takes ~0.1 ms, within timing
       noise of the others, and one conv op keeps the graph (and compile) small.
@@ -45,9 +47,9 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     fwd = "im2col" if pixels <= 4 or (stride == 2 and cin >= 64) else "xla"
     dx = "im2col" if pixels <= 16 else "xla"
     if k >= 7:
-        dw = "im2colT" if cout >= 64 else "xla"
+        dw = "im2colT"
     else:
-        dw = "im2col" if stride > 1 else "xla"
+        dw = "xla" if pixels <= 4 else "im2col"
     return (fwd, dx, dw)
 
 
