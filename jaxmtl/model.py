@@ -60,11 +60,14 @@ class ResNet(nnx.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        x = jax.nn.relu(self.bn1(self.conv1(x), train=train))
-        x = max_pool2d(x, kernel_size=3, stride=2, padding=1)
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for block in stage:
-                x = block(x, train=train)
+        # named_scope only labels the compiled ops (profiles, HLO dumps) by layer.
+        with jax.named_scope("stem"):
+            x = jax.nn.relu(self.bn1(self.conv1(x), train=train))
+            x = max_pool2d(x, kernel_size=3, stride=2, padding=1)
+        for i, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
+            with jax.named_scope(f"layer{i + 1}"):
+                for block in stage:
+                    x = block(x, train=train)
         return global_avg_pool(x)
 
 
