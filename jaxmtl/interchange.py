@@ -14,6 +14,8 @@ from typing import Mapping
 
 import numpy as np
 
+from jaxmtl.trees import check_names_and_shapes
+
 FORMATS = (".safetensors", ".npz")
 
 
@@ -68,22 +70,6 @@ def load_flat(path: str | Path, expected: Mapping[str, tuple] | None = None) -> 
         # BadZipFile / EOFError / OSError for truncated archives: all mean "unusable file".
         raise InterchangeError(f"{path}: cannot read as {fmt} ({type(e).__name__}: {e})") from e
     if expected is not None:
-        check_names_and_shapes(flat, expected, str(path))
+        check_names_and_shapes(flat, expected, f"{path}: state does not match", InterchangeError, sep=" ")
     return flat
 
-
-def check_names_and_shapes(flat: Mapping[str, np.ndarray], expected: Mapping[str, tuple], where: str) -> None:
-    """One error listing every missing name, unexpected name and shape mismatch."""
-    missing = sorted(set(expected) - set(flat))
-    extra = sorted(set(flat) - set(expected))
-    wrong = [f"{k}: expected {tuple(expected[k])}, got {tuple(np.shape(flat[k]))}"
-             for k in sorted(set(flat) & set(expected)) if tuple(np.shape(flat[k])) != tuple(expected[k])]
-    if missing or extra or wrong:
-        parts = [f"{where}: state does not match"]
-        if missing:
-            parts.append(f"missing {missing}")
-        if extra:
-            parts.append(f"unexpected {extra}")
-        if wrong:
-            parts.append("shape mismatches: " + "; ".join(wrong))
-        raise InterchangeError("; ".join(parts))

@@ -55,3 +55,21 @@ def tree_rel_errs(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float
         raise KeyError(f"names differ: only in first {sorted(set(a) - set(b))}, "
                        f"only in reference {sorted(set(b) - set(a))}")
     return {k: rel_err(a[k], b[k]) for k in sorted(b)}
+
+
+def check_names_and_shapes(given: Mapping[str, Any], expected: Mapping[str, tuple], header: str,
+                           error: type[Exception], sep: str = "\n  ") -> None:
+    """Raises `error` once, listing every missing name, unexpected name and shape mismatch.
+
+    Used by weight conversion (torch_ref/convert.py) and the interchange files
+    (interchange.py): a state is checked whole before anything is loaded.
+    """
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    wrong = [f"{k}: expected {tuple(expected[k])}, got {tuple(np.shape(given[k]))}"
+             for k in sorted(set(given) & set(expected)) if tuple(np.shape(given[k])) != tuple(expected[k])]
+    if missing or unexpected or wrong:
+        parts = ([f"missing keys: {missing}"] if missing else []) \
+            + ([f"unexpected keys: {unexpected}"] if unexpected else []) \
+            + (["shape mismatches: " + "; ".join(wrong)] if wrong else [])
+        raise error(f"{header}:" + sep + sep.join(parts))

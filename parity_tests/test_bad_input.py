@@ -150,7 +150,7 @@ def test_interchange_errors_name_the_file(tmp_path, suffix):
     corrupt.write_bytes(b"\x00garbage" * 100)
     with pytest.raises(InterchangeError, match="corrupt"):
         load_flat(corrupt)
-    with pytest.raises(InterchangeError, match=r"good.*missing \['v'\].*unexpected \['w'\]"):
+    with pytest.raises(InterchangeError, match=r"good.*missing keys: \['v'\].*unexpected keys: \['w'\]"):
         load_flat(good, expected={"v": (64, 64)})
     with pytest.raises(InterchangeError, match=r"w: expected \(64, 32\), got \(64, 64\)"):
         load_flat(good, expected={"w": (64, 32)})

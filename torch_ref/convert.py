@@ -14,6 +14,7 @@ from typing import Callable, Mapping, NamedTuple
 import numpy as np
 
 from jaxmtl.config import ModelConfig
+from jaxmtl.trees import check_names_and_shapes
 
 
 class Entry(NamedTuple):
@@ -89,19 +90,7 @@ class ConversionError(ValueError):
 
 
 def _check_keys(given: Mapping[str, np.ndarray], expected: dict[str, tuple], side: str) -> None:
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    wrong = [f"{k}: expected {expected[k]}, got {tuple(np.shape(given[k]))}"
-             for k in sorted(set(given) & set(expected)) if tuple(np.shape(given[k])) != expected[k]]
-    if missing or unexpected or wrong:
-        lines = [f"{side} state does not match the conversion table:"]
-        if missing:
-            lines.append(f"  missing keys: {missing}")
-        if unexpected:
-            lines.append(f"  unexpected keys: {unexpected}")
-        if wrong:
-            lines.append("  shape mismatches: " + "; ".join(wrong))
-        raise ConversionError("\n".join(lines))
+    check_names_and_shapes(given, expected, f"{side} state does not match the conversion table", ConversionError)
 
 
 def torch_to_jax(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig,
