@@ -29,9 +29,10 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     - 1x1 convs are a (strided) slice and one matmul: im2col in all directions
       (XLA's kernel-gradient conv for the 1x1/2 downsample is ~5x slower).
     - XLA's kernel-gradient conv is slow wherever the output map is larger
-      than 2x2 (16x16x64 3x3: 61 ms against 24 ms for patches^T @ dY), so dW
-      is im2col there; for the 7x7/2 stem the transposed-patch layout
-      (im2colT) is the fastest (resnet18: 28 ms against XLA's 279 ms).
+      than 2x2 (16x16x64 3x3: 61 ms against 24 ms for patches^T @ dY) and for
+      strided convs (4x4->2x2, 256->512: 10 ms against 6 ms), so dW is im2col
+      there; for the 7x7/2 stem the transposed-patch layout (im2colT) is the
+      fastest (resnet18: 28 ms against XLA's 279 ms).
     Forward and dX of 3x3 convs on 8x8 and larger maps stay with XLA.
     - Tiny k>1 convs (< SMALL_CONV_MACS multiply-adds, e.g. all of `tiny`'s 3x3/7x7)
       stay with XLA: there every formulation takes ~0.1 ms, within timing
@@ -49,7 +50,7 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     if k >= 7:
         dw = "im2colT"
     else:
-        dw = "xla" if pixels <= 4 else "im2col"
+        dw = "xla" if pixels <= 4 and stride == 1 else "im2col"
     return (fwd, dx, dw)
 
 
