@@ -101,8 +101,9 @@ def maxpool_study(cfg: ModelConfig, budget_s: float) -> dict[str, Any]:
 
     Timed two ways: the pool's own forward+backward, and the whole training
     step of `cfg` with the model's pool swapped (interleaved rounds). The two
-    have disagreed (pool alone: reduce_window 32 ms against 65 ms on `small`;
-    whole step: max_pool2d 13 ms faster on `small`, 56 ms on `resnet18`):
+    disagree (`make bench`, 2026-11-23: pool alone, reduce_window 34 ms against
+    63 ms on `small`; whole step, max_pool2d 19 ms faster on `small` and 57 ms
+    on `resnet18`):
     the model's choice follows the whole step.
     """
     import jaxmtl.model as model_mod

@@ -24,6 +24,13 @@ def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def _table(title: str | None, header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown lines: optional '### title', the header row, its separator, the rows, a blank line."""
+    head = [f"### {title}", ""] if title else []
+    return head + ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] \
+        + ["| " + " | ".join(r) + " |" for r in rows] + [""]
+
+
 def markdown(out: Path) -> str:
     lines: list[str] = []
     top = _load(out / "results.json") or {}
@@ -37,79 +44,68 @@ def markdown(out: Path) -> str:
                   f"load average at start {m.get('load_average')}; wall time {top.get('wall_s', 0) / 60:.1f} min.", ""]
     steps = [r for r in (_load(out / "step" / c / "results.json") for c in ("tiny", "small", "resnet18")) if r]
     if steps:
-        lines += ["### Training step (float32; median ms (min-max, reps))", "",
-                  "| config | " + " | ".join(MODES) + " | jit compile s | torch.compile compile s |",
-                  "|---" * (len(MODES) + 3) + "|"]
-        for r in steps:
-            md = r["modes"]
-            lines.append(f"| {r['config']} | " + " | ".join(_ms(md.get(k, {}).get("step")) for k in MODES)
-                         + f" | {md.get('jax_jit', {}).get('compile_s', 0):.1f} | "
-                         + f"{md.get('torch_compile', {}).get('compile_s', 0):.1f} |")
-        lines += ["", "| config | jit vs JAX eager | jit vs torch eager | jit vs torch.compile | jit vs torch.func "
-                  "| break-even steps vs JAX eager | samples/s jit | samples/s torch eager | load avg start/end |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in steps:
-            sp, be, md = r["speedups"], r["break_even_steps"], r["modes"]
-            lines.append(f"| {r['config']} | {_x(sp.get('jit_vs_jax_eager'))} | {_x(sp.get('jit_vs_torch_eager'))} | "
-                         f"{_x(sp.get('jit_vs_torch_compile'))} | {_x(sp.get('jit_vs_torch_func'))} | "
-                         f"{_x(be.get('vs_jax_eager'))} | {md['jax_jit']['samples_per_s']:.1f} | "
-                         f"{md.get('torch_eager', {}).get('samples_per_s', float('nan')):.1f} | "
-                         f"{r.get('load_average_start')} / {r.get('load_average_end')} |")
-        lines.append("")
+        lines += _table("Training step (float32; median ms (min-max, reps))",
+                        ["config", *MODES, "jit compile s", "torch.compile compile s"],
+                        [[r["config"], *(_ms(r["modes"].get(k, {}).get("step")) for k in MODES),
+                          f"{r['modes'].get('jax_jit', {}).get('compile_s', 0):.1f}",
+                          f"{r['modes'].get('torch_compile', {}).get('compile_s', 0):.1f}"] for r in steps])
+        lines += _table(None, ["config", "jit vs JAX eager", "jit vs torch eager", "jit vs torch.compile",
+                                      "jit vs torch.func", "break-even steps vs JAX eager", "samples/s jit",
+                                      "samples/s torch eager", "load avg start/end"],
+                               [[r["config"], _x(r["speedups"].get("jit_vs_jax_eager")),
+                                 _x(r["speedups"].get("jit_vs_torch_eager")),
+                                 _x(r["speedups"].get("jit_vs_torch_compile")),
+                                 _x(r["speedups"].get("jit_vs_torch_func")),
+                                 _x(r["break_even_steps"].get("vs_jax_eager")),
+                                 f"{r['modes']['jax_jit']['samples_per_s']:.1f}",
+                                 f"{r['modes'].get('torch_eager', {}).get('samples_per_s', float('nan')):.1f}",
+                                 f"{r.get('load_average_start')} / {r.get('load_average_end')}"] for r in steps])
     b = _load(out / "bptt" / "results.json")
     if b:
         vs = b["variants"]
-        lines += [f"### BPTT, GRU alone (B={b['batch_size']}, in={b['gru_input']}, H={b['gru_hidden']}), fwd+bwd", "",
-                  "| T | " + " | ".join(f"{v} compile s" for v in vs) + " | "
-                  + " | ".join(f"{v} ms" for v in vs) + " | torch nn.GRU ms |", "|---" * (2 * len(vs) + 2) + "|"]
-        for r in b["rows"]:
-            lines.append(f"| {r['T']} | " + " | ".join(f"{r[v]['compile_s']:.2f}" for v in vs) + " | "
-                         + " | ".join(f"{r[v]['step']['median'] * 1e3:.2f}" for v in vs)
-                         + f" | {r['torch_gru']['step']['median'] * 1e3:.2f} |")
-        lines.append("")
+        lines += _table(f"BPTT, GRU alone (B={b['batch_size']}, in={b['gru_input']}, H={b['gru_hidden']}), fwd+bwd",
+                        ["T", *(f"{v} compile s" for v in vs), *(f"{v} ms" for v in vs), "torch nn.GRU ms"],
+                        [[str(r["T"]), *(f"{r[v]['compile_s']:.2f}" for v in vs),
+                          *(f"{r[v]['step']['median'] * 1e3:.2f}" for v in vs),
+                          f"{r['torch_gru']['step']['median'] * 1e3:.2f}"] for r in b["rows"]])
     mem = _load(out / "memory" / "results.json")
     if mem:
-        lines += [f"### Memory, {mem['config']} training step", "",
-                  "| remat | XLA temp MiB | vs none | peak RSS MiB | step ms | time vs none | compile s |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in mem["rows"]:
-            lines.append(f"| {r['variant']} | {r['memory_analysis_mb']['temp_size_in_bytes']:.1f} | "
-                         f"{-r['temp_saving_vs_none'] * 100:+.1f}% | {r['peak_rss_mb']:.0f} | "
-                         f"{r['step']['median'] * 1e3:.1f} | {r['time_cost_vs_none']:.2f}x | {r['compile_s']:.1f} |")
-        lines.append("")
+        lines += _table(f"Memory, {mem['config']} training step",
+                        ["remat", "XLA temp MiB", "vs none", "peak RSS MiB", "step ms", "time vs none", "compile s"],
+                        [[r["variant"], f"{r['memory_analysis_mb']['temp_size_in_bytes']:.1f}",
+                          f"{-r['temp_saving_vs_none'] * 100:+.1f}%", f"{r['peak_rss_mb']:.0f}",
+                          f"{r['step']['median'] * 1e3:.1f}", f"{r['time_cost_vs_none']:.2f}x",
+                          f"{r['compile_s']:.1f}"] for r in mem["rows"]])
     eff = _load(out / "efficiency" / "results.json")
     if eff:
         c = eff["matmul_ceiling"]
-        lines += [f"### Efficiency (matmul ceiling, {c['n']}^2 float32 in this run: JAX {c['jax_gflops']:.1f}, "
-                  f"torch {c.get('torch_gflops', float('nan')):.1f} GFLOP/s)", "",
-                  "| config | analytic GFLOP/step | XLA cost_analysis GFLOP | " + " | ".join(MODES) + " |",
-                  "|---" * (len(MODES) + 3) + "|"]
-        for r in eff["rows"]:
-            lines.append(f"| {r['config']} | {r['analytic_flops']['total'] / 1e9:.2f} | "
-                         f"{(r['xla_cost_analysis_flops'] or float('nan')) / 1e9:.2f} | "
-                         + " | ".join(f"{r['modes'][k]['gflops']:.1f} GF/s ({r['modes'][k]['fraction_of_ceiling'] * 100:.0f}%)"
-                                      if k in r["modes"] else "-" for k in MODES) + " |")
-        lines.append("")
+        lines += _table(f"Efficiency (matmul ceiling, {c['n']}^2 float32 in this run: JAX {c['jax_gflops']:.1f}, "
+                        f"torch {c.get('torch_gflops', float('nan')):.1f} GFLOP/s)",
+                        ["config", "analytic GFLOP/step", "XLA cost_analysis GFLOP", *MODES],
+                        [[r["config"], f"{r['analytic_flops']['total'] / 1e9:.2f}",
+                          f"{(r['xla_cost_analysis_flops'] or float('nan')) / 1e9:.2f}",
+                          *(f"{r['modes'][k]['gflops']:.1f} GF/s ({r['modes'][k]['fraction_of_ceiling'] * 100:.0f}%)"
+                            if k in r["modes"] else "-" for k in MODES)] for r in eff["rows"]])
     cs = _load(out / "conv_shapes" / "results.json")
     if cs:
         from jaxmtl.nn.conv_impl import FORMULATIONS
 
-        lines += ["### Conv formulations per shape (median ms per direction: " + " / ".join(FORMULATIONS)
-                  + "; winner; the plan `cpu_plan` uses)", "",
-                  "| config | layer | N | HxW | Cin->Cout | k/s | fwd | dx | dw | plan | plan loss ms |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in cs["rows"]:
-            cells = ["/".join(f"{r[d][f]['median'] * 1e3:.1f}" for f in FORMULATIONS) + f" **{r[d + '_winner']}**"
-                     for d in ("fwd", "dx", "dw")]
-            lines.append(f"| {r['config']} | {r['layer']} (x{r['count']}) | {r['n']} | {r['h']} | {r['cin']}->{r['cout']} | "
-                         f"{r['k']}/{r['stride']} | " + " | ".join(cells) + f" | {'/'.join(r['plan'])} | "
-                         f"{r['plan_loss_s'] * 1e3:.1f} |")
+        rows = [[r["config"], f"{r['layer']} (x{r['count']})", str(r["n"]), str(r["h"]), f"{r['cin']}->{r['cout']}",
+                 f"{r['k']}/{r['stride']}",
+                 *("/".join(f"{r[d][f]['median'] * 1e3:.1f}" for f in FORMULATIONS) + f" **{r[d + '_winner']}**"
+                   for d in ("fwd", "dx", "dw")),
+                 "/".join(r["plan"]), f"{r['plan_loss_s'] * 1e3:.1f}"] for r in cs["rows"]]
+        lines += _table("Conv formulations per shape (median ms per direction: " + " / ".join(FORMULATIONS)
+                        + "; winner; the plan `cpu_plan` uses)",
+                        ["config", "layer", "N", "HxW", "Cin->Cout", "k/s", "fwd", "dx", "dw", "plan", "plan loss ms"],
+                        rows)
         for p in cs.get("maxpool", []):
-            lines.append(f"\nMax-pool 3x3/2 fwd+bwd, {p['config']} {p['shape']}: reduce_window (select_and_scatter "
+            lines.append(f"Max-pool 3x3/2 fwd+bwd, {p['config']} {p['shape']}: reduce_window (select_and_scatter "
                          f"gradient) {p['reduce_window']['median'] * 1e3:.1f} ms, jaxmtl max_pool2d (shifted "
                          f"views, first-max selects) {p['views']['median'] * 1e3:.1f} ms; the whole training "
                          f"step with each (interleaved): {p['step']['reduce_window']['median'] * 1e3:.1f} / "
                          f"{p['step']['views']['median'] * 1e3:.1f} ms.")
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 

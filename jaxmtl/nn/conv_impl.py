@@ -65,11 +65,16 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
     return y.reshape(p.shape[:3] + (o,))
 
 
-def shifted(x: jax.Array, k: int, stride: int, padding: int) -> list[jax.Array]:
-    """The k*k shifted strided views xpad[:, s*ho + i, s*wo + j, :], each (N, Ho, Wo, C), order (i, j)."""
+def shifted(x: jax.Array, k: int, stride: int, padding: int, pad_value: float = 0.0) -> list[jax.Array]:
+    """The k*k shifted strided views xpad[:, s*ho + i, s*wo + j, :], each (N, Ho, Wo, C), order (i, j).
+
+    xpad is x with `padding` entries of `pad_value` on every side of H and W
+    (torch's symmetric padding; 'SAME' would pad a stride-2 window asymmetrically).
+    """
     n, h, w, c = x.shape
     ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
-    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
+    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    xp = jnp.pad(x, pads, constant_values=pad_value) if padding else x
     return [lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
                       (1, stride, stride, 1))
             for i in range(k) for j in range(k)]

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
+from functools import partial, reduce
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-
-def _window_views(x: jax.Array, kernel_size: int, stride: int, padding: int,
-                  pad_value: float) -> list[jax.Array]:
-    """The k*k strided views xpad[:, s*ho + i, s*wo + j, :] in row-major tap order (i, j).
-
-    torch pads `padding` on every side with -inf (padding never wins the max);
-    tangents are padded with 0 (the views must stay linear in them). The padding
-    is symmetric and spelled out for the same reason as in conv2d: 'SAME'
-    would pad a stride-2 pool asymmetrically.
-    """
-    n, h, w, c = x.shape
-    k, s, p = kernel_size, stride, padding
-    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=pad_value) if p else x
-    return [lax.slice(xp, (0, i, j, 0), (n, i + s * (ho - 1) + 1, j + s * (wo - 1) + 1, c), (1, s, s, 1))
-            for i in range(k) for j in range(k)]
+from jaxmtl.nn.conv_impl import shifted
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
@@ -41,18 +26,15 @@ def max_pool2d(x: jax.Array, kernel_size: int, stride: int, padding: int) -> jax
     but its gradient is dropped (torch routes it to the NaN); batches with NaN
     are refused before they get here.
     """
-    views = _window_views(x, kernel_size, stride, padding, -jnp.inf)
-    out = views[0]
-    for v in views[1:]:
-        out = jnp.maximum(out, v)
-    return out
+    # torch pads with -inf: padding never wins the max.
+    return reduce(jnp.maximum, shifted(x, kernel_size, stride, padding, pad_value=-jnp.inf))
 
 
 @max_pool2d.defjvp
 def _max_pool2d_jvp(kernel_size, stride, padding, primals, tangents):
     (x,), (dx,) = primals, tangents
-    views = _window_views(x, kernel_size, stride, padding, -jnp.inf)
-    out = max_pool2d(x, kernel_size, stride, padding)
+    views = shifted(x, kernel_size, stride, padding, pad_value=-jnp.inf)
+    out = reduce(jnp.maximum, views)
     # The winning tap per output, scanned last to first so the first maximum wins.
     taps = len(views)
     winner = jnp.full(out.shape, taps - 1, jnp.int8 if taps <= 127 else jnp.int32)
@@ -63,7 +45,7 @@ def _max_pool2d_jvp(kernel_size, stride, padding, primals, tangents):
     winner = lax.optimization_barrier(winner)
     # Linear in dx, one independent term per tap: reverse mode transposes each
     # slice into a pad, so each output's cotangent lands on its winning input.
-    dviews = _window_views(dx, kernel_size, stride, padding, 0.0)
+    dviews = shifted(dx, kernel_size, stride, padding)  # zero padding: linear in dx
     dout = sum(jnp.where(winner == t, dv, jnp.zeros_like(dv)) for t, dv in enumerate(dviews))
     return out, dout
 
