@@ -5,7 +5,9 @@ N = B*T frames), times under jit:
   fwd: y = conv(x, W)                xla | im2col (patches @ W) | shift (sum of k*k view @ W[i,j])
   dx:  transpose of conv in x, at dY xla (XLA's transposed conv) | im2col (col2im) | shift (k*k dY @ W[i,j]^T, padded, summed)
   dw:  transpose of conv in W, at dY xla (kernel-gradient conv) | im2col (patches^T dY) | shift (k*k view^T @ dY)
-and records the winner of each direction. `python -m benchmarks convshapes`
+plus im2colT (patches built transposed) and, for stride-2 convs, s2d (a
+stride-1 conv on space-to-depth blocks) in every direction,
+compiled with jaxmtl's XLA:CPU options (jaxmtl/cpu_compiler.py), and records the winner of each direction. `python -m benchmarks convshapes`
 writes results.json with the table; jaxmtl/nn/conv.py's CPU plan is checked
 against these winners (the "plan_agrees" column).
 """
@@ -23,7 +25,7 @@ from jax import lax
 from benchmarks.timing import aot_compile, machine_info, time_budgeted, time_interleaved, write_results
 from jaxmtl.config import ModelConfig, get_config
 from jaxmtl.nn.conv import cpu_plan
-from jaxmtl.nn.conv_impl import FORMULATIONS, conv_by, out_size
+from jaxmtl.nn.conv_impl import FORMULATIONS, conv_by, formulations_for, out_size
 
 DIRECTIONS = ("fwd", "dx", "dw")
 
@@ -74,7 +76,7 @@ def measure_shape(shape: dict[str, Any], budget_s: float, dtype=jnp.float32) -> 
     row = dict(shape)
     for direction in DIRECTIONS:
         times = {}
-        for method in FORMULATIONS:
+        for method in formulations_for(shape["stride"]):
             fn, specs = _direction_fn(direction, method, shape, dtype)
             args = [jnp.asarray(rng.standard_normal(a.shape), dtype) for a in specs]
             compiled, _ = aot_compile(fn, *args)
@@ -138,7 +140,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         cells = []
         for d in DIRECTIONS:
-            cells.append("/".join(f"{r[d][m]['median'] * 1e3:.2f}" for m in FORMULATIONS)
+            cells.append("/".join(f"{r[d][m]['median'] * 1e3:.2f}" if m in r[d] else "-" for m in FORMULATIONS)
                          + f" ({r[d + '_winner']})")
         print(f"{r['config']:9}{r['layer']:22}{r['n']:4}{r['h']:>6}{r['cin']:5}{r['cout']:5}"
               f"{r['k']:>3}/{r['stride']}  " + "  ".join(f"{c:34}" for c in cells) + "  " + "/".join(r["plan"])

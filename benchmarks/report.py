@@ -92,7 +92,7 @@ def markdown(out: Path) -> str:
 
         rows = [[r["config"], f"{r['layer']} (x{r['count']})", str(r["n"]), str(r["h"]), f"{r['cin']}->{r['cout']}",
                  f"{r['k']}/{r['stride']}",
-                 *("/".join(f"{r[d][f]['median'] * 1e3:.1f}" for f in FORMULATIONS) + f" **{r[d + '_winner']}**"
+                 *("/".join(f"{r[d][f]['median'] * 1e3:.1f}" if f in r[d] else "-" for f in FORMULATIONS) + f" **{r[d + '_winner']}**"
                    for d in ("fwd", "dx", "dw")),
                  "/".join(r["plan"]), f"{r['plan_loss_s'] * 1e3:.1f}"] for r in cs["rows"]]
         lines += _table("Conv formulations per shape (median ms per direction: " + " / ".join(FORMULATIONS)

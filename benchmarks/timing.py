@@ -22,6 +22,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from jaxmtl.cpu_compiler import compiler_options
 from jaxmtl.cpu_malloc import malloc_tuned
 
 
@@ -84,9 +85,12 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], budget_s: float, min_rep
 
 
 def aot_compile(fn: Callable, *args, **jit_kwargs) -> tuple[Any, float]:
-    """(compiled, seconds): `jax.jit(fn).lower(*args).compile()`, trace+lower+compile timed together."""
+    """(compiled, seconds): `jax.jit(fn).lower(*args).compile()`, trace+lower+compile timed together.
+
+    Compiled with jaxmtl's XLA:CPU options (jaxmtl/cpu_compiler.py), as jaxmtl's own steps are.
+    """
     t0 = time.perf_counter()
-    compiled = jax.jit(fn, **jit_kwargs).lower(*args).compile()
+    compiled = jax.jit(fn, compiler_options=compiler_options(), **jit_kwargs).lower(*args).compile()
     return compiled, time.perf_counter() - t0
 
 
@@ -149,6 +153,8 @@ def machine_info() -> dict[str, Any]:
         "load_average": load_average(),
         # Process-wide glibc malloc settings, shared by both frameworks (jaxmtl/cpu_malloc.py).
         "malloc_keeps_freed_memory": malloc_tuned(),
+        # Per-compilation XLA options of every timed JAX function (jaxmtl/cpu_compiler.py).
+        "xla_compiler_options": compiler_options(),
         "MALLOC_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
     }
     try:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import jax
 from flax import nnx
 
+from jaxmtl import cpu_compiler
 from jaxmtl.config import ModelConfig
 from jaxmtl.losses import multitask_loss
 from jaxmtl.model import MultiTaskModel
@@ -62,7 +63,7 @@ def make_grad_fn(graphdef: nnx.GraphDef, cfg: ModelConfig, *, train: bool = True
     def f(params, batch_stats, batch):
         return loss_fn(params, batch_stats, batch, graphdef, cfg, train=train)
 
-    return jax.jit(jax.value_and_grad(f, has_aux=True))
+    return cpu_compiler.jit(jax.value_and_grad(f, has_aux=True))
 
 
 def make_part_grad_fn(graphdef: nnx.GraphDef, cfg: ModelConfig, *, train: bool = True) -> Callable:
@@ -86,4 +87,4 @@ def make_part_grad_fn(graphdef: nnx.GraphDef, cfg: ModelConfig, *, train: bool =
             (out[name],) = pullback(cot)
         return out
 
-    return jax.jit(f)
+    return cpu_compiler.jit(f)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxmtl import cpu_compiler
 from jaxmtl.batch import Batch
 from jaxmtl.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
 from jaxmtl.config import ModelConfig
@@ -48,7 +49,7 @@ def make_train_step(graphdef, cfg: ModelConfig, tx: optax.GradientTransformation
                    "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
         return optax.apply_updates(params, updates), new_stats, opt_state, metrics
 
-    return jax.jit(train_step)
+    return cpu_compiler.jit(train_step)
 
 
 def make_eval_step(graphdef, cfg: ModelConfig) -> Callable:
@@ -62,7 +63,7 @@ def make_eval_step(graphdef, cfg: ModelConfig) -> Callable:
                 "vel_mse": jnp.mean(jnp.square(outputs["vel"] - batch.vel)),
                 "accuracy": jnp.mean(jnp.argmax(outputs["logits"], -1) == batch.label)}
 
-    return jax.jit(eval_step)
+    return cpu_compiler.jit(eval_step)
 
 
 def _cast(tree, dtype):

@@ -16,7 +16,7 @@ from jax import lax
 
 import jaxmtl.nn.conv as conv_mod
 from jaxmtl.config import CONFIGS
-from jaxmtl.nn.conv_impl import FORMULATIONS, conv2d_fast, conv_by
+from jaxmtl.nn.conv_impl import FORMULATIONS, conv2d_fast, conv_by, formulations_for
 from jaxmtl.trees import rel_err
 
 # (kernel, stride, padding, input size): every class the ResNet uses (7x7/2 p3 stem, 3x3/1 p1,
@@ -48,7 +48,7 @@ def test_every_formulation_matches_xla_value_dx_dw(k, stride, pad, size):
         out = {}
         # dX depends only on plan[1] and dW only on plan[2], so the plans (m, m, m)
         # cover every formulation in every direction; the reference is plan xla/xla/xla.
-        for m in ("ref",) + FORMULATIONS:
+        for m in ("ref",) + formulations_for(stride):
             f = (lambda a, b: reference(a, b, stride, pad)) if m == "ref" else \
                 (lambda a, b, m=m: conv2d_fast(a, b, stride, pad, (m, m, m)))
             y, pull = jax.vjp(f, x, w)
@@ -57,9 +57,16 @@ def test_every_formulation_matches_xla_value_dx_dw(k, stride, pad, size):
 
     assert x.dtype == jnp.float64  # conftest enables x64: the 1e-12 bound needs float64
     res = all_plans(x, w, dy)
-    for m in FORMULATIONS:
+    assert set(res) == {"ref"} | set(formulations_for(stride))
+    for m in formulations_for(stride):
         for name, got, want in zip(("y", "dx", "dw"), res[m], res["ref"]):
             assert rel_err(np.asarray(got), np.asarray(want)) < RTOL, (m, name)
+
+
+def test_space_to_depth_refuses_other_strides():
+    x, w = _data(3, 6)
+    with pytest.raises(ValueError, match="stride 2"):
+        conv_by("s2d", x, w, 1, 1)
 
 
 def test_forward_mode_matches_xla():
@@ -71,7 +78,7 @@ def test_forward_mode_matches_xla():
     def jvps(x, w, tx, tw):
         ref = jax.jvp(lambda a, b: reference(a, b, 2, 1), (x, w), (tx, tw))
         return ref, [jax.jvp(lambda a, b, p=p: conv2d_fast(a, b, 2, 1, p), (x, w), (tx, tw))
-                     for p in (("im2col", "shift", "im2colT"), ("im2colT", "im2col", "shift"))]
+                     for p in (("im2col", "shift", "im2colT"), ("im2colT", "im2col", "shift"), ("s2d", "s2d", "s2d"))]
 
     ref, got = jvps(x, w, tx, tw)
     for y, t in got:
@@ -94,7 +101,7 @@ def test_cpu_plan_names_known_formulations_for_every_model_shape():
     for cfg in CONFIGS.values():
         for s in conv_shapes(cfg):
             plan = conv_mod.cpu_plan(s["n"], s["h"], s["h"], s["cin"], s["cout"], s["k"], s["stride"], s["pad"])
-            assert len(plan) == 3 and set(plan) <= set(FORMULATIONS), (s, plan)
+            assert len(plan) == 3 and set(plan) <= set(formulations_for(s["stride"])), (s, plan)
 
 
 def test_conv2d_seam_uses_plan_and_matches_reference(monkeypatch):

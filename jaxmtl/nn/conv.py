@@ -17,41 +17,39 @@ SMALL_CONV_MACS = 10_000_000
 
 def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, padding: int
              ) -> tuple[str, str, str]:
-    """(forward, dX, dW) formulation for XLA:CPU: "xla", "im2col", "shift" or "im2colT" (conv_impl.py).
+    """(forward, dX, dW) formulation for XLA:CPU, one of conv_impl.FORMULATIONS.
 
     A rule distilled from benchmarks/conv_shapes.py (per-shape timings of every
-    formulation in each direction on the tiny/small/resnet18 layers, with the
-    allocator settings of cpu_malloc.py; the suite re-measures them and
-    reports where this rule loses to the winner):
+    formulation in each direction on the tiny/small/resnet18 layers, compiled
+    with jaxmtl/cpu_compiler.py's options, i.e. XLA's own Eigen convolution
+    rather than YNNPACK's; the suite re-measures them and reports where this
+    rule loses to the winner):
     - XLA's forward and input-gradient convs collapse on small output maps with
-      many channels (3x3 512->512 on 2x2: ~880 ms instead of ~10 ms), so
-      maps of <= 4 output pixels use im2col; dX uses col2im up to 4x4 maps.
+      many channels (3x3 512->512 on 2x2: ~890 ms instead of ~10 ms), so
+      maps of <= 4 output pixels use im2col for those two; their kernel
+      gradient stays with XLA (8.6 ms against 9.8 ms).
     - 1x1 convs are a (strided) slice and one matmul: im2col in all directions
-      (XLA's kernel-gradient conv for the 1x1/2 downsample is ~5x slower).
-    - XLA's kernel-gradient conv is slow wherever the output map is larger
-      than 2x2 (16x16x64 3x3: 61 ms against 24 ms for patches^T @ dY) and for
-      strided convs (4x4->2x2, 256->512: 10 ms against 6 ms), so dW is im2col
-      there; for the 7x7/2 stem the transposed-patch layout (im2colT) is the
-      fastest (resnet18: 28 ms against XLA's 279 ms).
-    Forward and dX of 3x3 convs on 8x8 and larger maps stay with XLA.
+      (XLA's kernel-gradient conv for the 1x1/2 downsample is up to 2x slower).
+    - Everything else is XLA's conv in all three directions: with Eigen's
+      kernel-gradient conv the patch formulations no longer win (stem dW:
+      XLA ~13 ms against ~20 ms for im2colT; resnet18 layer1 dW 15.5 ms
+      against 25 ms for im2col). Under YNNPACK's convolution they did, by far.
+    - The 7x7/2 stem's forward runs as a 4x4 stride-1 conv on 2x2
+      space-to-depth blocks ("s2d"; small: ~12 ms against ~24 ms).
     - Tiny k>1 convs (< SMALL_CONV_MACS multiply-adds, e.g. all of `tiny`'s 3x3/7x7)
-      stay with XLA: there every formulation takes ~0.1 ms, within timing
-      noise of the others, and one conv op keeps the graph (and compile) small.
+      stay with XLA too: every formulation takes ~0.1 ms there.
     """
     ho = (h + 2 * padding - k) // stride + 1
     wo = (w + 2 * padding - k) // stride + 1
-    pixels = ho * wo
     if k == 1:
         return ("im2col", "im2col", "im2col")
-    if n * pixels * k * k * cin * cout < SMALL_CONV_MACS:
+    if n * ho * wo * k * k * cin * cout < SMALL_CONV_MACS:
         return ("xla", "xla", "xla")
-    fwd = "im2col" if pixels <= 4 or (stride == 2 and cin >= 64) else "xla"
-    dx = "im2col" if pixels <= 16 else "xla"
-    if k >= 7:
-        dw = "im2colT"
-    else:
-        dw = "xla" if pixels <= 4 and stride == 1 else "im2col"
-    return (fwd, dx, dw)
+    if ho * wo <= 4:
+        return ("im2col", "im2col", "xla")
+    if k >= 7 and stride == 2:
+        return ("s2d", "xla", "xla")
+    return ("xla", "xla", "xla")
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:

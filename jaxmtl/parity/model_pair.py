@@ -12,6 +12,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from jaxmtl import cpu_compiler
 from jaxmtl.batch import Batch, random_batch, validate_batch
 from jaxmtl.config import ModelConfig
 from jaxmtl.functional import apply, init_model, make_grad_fn, make_part_grad_fn, split_model
@@ -70,8 +71,8 @@ def build_model_pair(cfg: ModelConfig, dtype: str = "float64", seed: int = 0,
     torch_model = (torch_model_fn or build_model)(cfg, seed, torch_dtype)
     graphdef, p_template, s_template = split_model((jax_model_fn or init_model)(cfg))
     params, batch_stats = torch_module_to_jax_state(torch_model, cfg, p_template, s_template)
-    forward_fn = jax.jit(lambda p, s, images, dyn, train: apply(graphdef, p, s, images, dyn, train=train),
-                         static_argnums=4)
+    forward_fn = cpu_compiler.jit(lambda p, s, images, dyn, train: apply(graphdef, p, s, images, dyn, train=train),
+                                  static_argnums=4)
     return ModelPair(cfg, dtype, seed, torch_model, graphdef, params, batch_stats,
                      make_grad_fn(graphdef, cfg), make_part_grad_fn(graphdef, cfg), forward_fn,
                      state_dict_numpy(torch_model))
