@@ -34,8 +34,10 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
       kernel-gradient conv the patch formulations no longer win (stem dW:
       XLA ~13 ms against ~20 ms for im2colT; resnet18 layer1 dW 15.5 ms
       against 25 ms for im2col). Under YNNPACK's convolution they did, by far.
-    - The 7x7/2 stem's forward runs as a 4x4 stride-1 conv on 2x2
-      space-to-depth blocks ("s2d"; small: ~12 ms against ~24 ms).
+    - The 7x7/2 stem's forward and dX run as a 4x4 stride-1 conv on 2x2
+      space-to-depth blocks ("s2d"; small: forward ~13 ms against ~26 ms,
+      dX ~17 ms against ~80 ms; the model never asks for the stem's dX, a
+      saliency map would).
     - Tiny k>1 convs (< SMALL_CONV_MACS multiply-adds, e.g. all of `tiny`'s 3x3/7x7)
       stay with XLA too: every formulation takes ~0.1 ms there.
     """
@@ -48,7 +50,7 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     if ho * wo <= 4:
         return ("im2col", "im2col", "xla")
     if k >= 7 and stride == 2:
-        return ("s2d", "xla", "xla")
+        return ("s2d", "s2d", "xla")
     return ("xla", "xla", "xla")
 
 
