@@ -41,6 +41,7 @@ def markdown(out: Path) -> str:
                   f"(interop {m.get('torch_interop_threads')}); jax {m.get('jax')}, jaxlib {m.get('jaxlib')}, "
                   f"flax {m.get('flax')}, optax {m.get('optax')}, torch {m.get('torch')}, numpy {m.get('numpy')}; "
                   f"glibc malloc keeps freed memory (jaxmtl/cpu_malloc.py): {m.get('malloc_keeps_freed_memory')}; "
+                  f"XLA compiler options (jaxmtl/cpu_compiler.py): {m.get('xla_compiler_options')}; "
                   f"load average at start {m.get('load_average')}; wall time {top.get('wall_s', 0) / 60:.1f} min.", ""]
     steps = [r for r in (_load(out / "step" / c / "results.json") for c in ("tiny", "small", "resnet18")) if r]
     if steps:

@@ -25,19 +25,21 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     rather than YNNPACK's; the suite re-measures them and reports where this
     rule loses to the winner):
     - XLA's forward and input-gradient convs collapse on small output maps with
-      many channels (3x3 512->512 on 2x2: ~890 ms instead of ~10 ms), so
+      many channels (3x3 512->512 on 2x2: ~850 ms instead of ~12 ms), so
       maps of <= 4 output pixels use im2col for those two; their kernel
-      gradient stays with XLA (8.6 ms against 9.8 ms).
+      gradient stays with XLA (8.9 ms against 10.0 ms).
     - 1x1 convs are a (strided) slice and one matmul: im2col in all directions
       (XLA's kernel-gradient conv for the 1x1/2 downsample is up to 2x slower).
     - Everything else is XLA's conv in all three directions: with Eigen's
-      kernel-gradient conv the patch formulations no longer win (stem dW:
-      XLA ~13 ms against ~20 ms for im2colT; resnet18 layer1 dW 15.5 ms
-      against 25 ms for im2col). Under YNNPACK's convolution they did, by far.
+      kernel-gradient conv the patch formulations no longer win (small's stem
+      dW: XLA 17.5 ms against 33 ms for im2colT; resnet18 layer1 dW 17.7 ms
+      against 22 ms for im2col). Under YNNPACK's convolution they did, by far.
     - The 7x7/2 stem's forward and dX run as a 4x4 stride-1 conv on 2x2
-      space-to-depth blocks ("s2d"; small: forward ~13 ms against ~26 ms,
-      dX ~17 ms against ~80 ms; the model never asks for the stem's dX, a
-      saliency map would).
+      space-to-depth blocks ("s2d"; small: forward ~17 ms against ~33 ms,
+      dX ~17 ms against ~87 ms; the model never asks for the stem's dX, a
+      saliency map would). On resnet18's stem (64 outputs) s2d and XLA are
+      within run-to-run noise: 16 against 22 ms timed interleaved, 22 against
+      17 ms in one sequential convshapes run.
     - Tiny k>1 convs (< SMALL_CONV_MACS multiply-adds, e.g. all of `tiny`'s 3x3/7x7)
       stay with XLA too: every formulation takes ~0.1 ms there.
     """

@@ -138,7 +138,7 @@ def space_to_depth_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: i
     sum over (i, j, p, q, c) of xs[n, ho + i, wo + j, .] * ks[i, j, ., o]
     is the original stride-2 sum over taps (2i + p, 2j + q).
     For the 7x7/2 stem on 3 channels this is a 4x4 conv on 12 channels,
-    which XLA:CPU runs ~1.5-2x faster than the 7x7/2 one (benchmarks/conv_shapes.py).
+    which XLA:CPU runs ~1.4-2x faster than the 7x7/2 one (benchmarks/conv_shapes.py).
     """
     if stride != 2:
         raise ValueError(f"space-to-depth conv needs stride 2, got {stride}")
