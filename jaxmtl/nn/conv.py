@@ -27,13 +27,20 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     - XLA's forward and input-gradient convs collapse on small output maps with
       many channels (3x3 512->512 on 2x2: ~850 ms instead of ~12 ms), so
       maps of <= 4 output pixels use im2col for those two; their kernel
-      gradient stays with XLA (8.9 ms against 10.0 ms).
+      gradient stays with XLA (8.9 ms against 10.0 ms) unless strided.
     - 1x1 convs are a (strided) slice and one matmul: im2col in all directions
       (XLA's kernel-gradient conv for the 1x1/2 downsample is up to 2x slower).
     - Everything else is XLA's conv in all three directions: with Eigen's
       kernel-gradient conv the patch formulations no longer win (small's stem
       dW: XLA 17.5 ms against 33 ms for im2colT; resnet18 layer1 dW 17.7 ms
       against 22 ms for im2col). Under YNNPACK's convolution they did, by far.
+    - Except dW of the strided 3x3 convs (first conv of layer2..4): im2col.
+      Timed alone XLA wins there (small layer2.0.conv1: 2.2 ms against
+      2.9 ms), but in the training step XLA's kernel-gradient conv wants the
+      activation transposed to (C, H, W, N), and XLA fuses that transpose
+      with the BatchNorm/residual/ReLU recomputation feeding it into a slow
+      loop (5.4 ms profiled for that conv on small). Whole step, interleaved,
+      three runs: small -4.5%, -2.6%, resnet18 -2.9% with im2col.
     - The 7x7/2 stem's forward and dX run as a 4x4 stride-1 conv on 2x2
       space-to-depth blocks ("s2d"; small: forward ~17 ms against ~33 ms,
       dX ~17 ms against ~87 ms; the model never asks for the stem's dX, a
@@ -49,11 +56,12 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
         return ("im2col", "im2col", "im2col")
     if n * ho * wo * k * k * cin * cout < SMALL_CONV_MACS:
         return ("xla", "xla", "xla")
+    dw = "im2col" if stride == 2 and k == 3 else "xla"
     if ho * wo <= 4:
-        return ("im2col", "im2col", "xla")
+        return ("im2col", "im2col", dw)
     if k >= 7 and stride == 2:
         return ("s2d", "s2d", "xla")
-    return ("xla", "xla", "xla")
+    return ("xla", "xla", dw)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
