@@ -6,9 +6,9 @@ N = B*T frames), times under jit:
   dx:  transpose of conv in x, at dY xla (XLA's transposed conv) | im2col (col2im) | shift (k*k dY @ W[i,j]^T, padded, summed)
   dw:  transpose of conv in W, at dY xla (kernel-gradient conv) | im2col (patches^T dY) | shift (k*k view^T @ dY)
 plus im2colT (patches built transposed) and, for stride-2 convs, s2d (a
-stride-1 conv on space-to-depth blocks) in every direction,
-compiled with jaxmtl's XLA:CPU options (jaxmtl/cpu_compiler.py), and records the winner of each direction. `python -m benchmarks convshapes`
-writes results.json with the table; jaxmtl/nn/conv.py's CPU plan is checked
+stride-1 conv on space-to-depth blocks) in every direction, compiled with
+jaxmtl's XLA:CPU options (jaxmtl/cpu_compiler.py), and records the winner of
+each direction. `python -m benchmarks convshapes` writes results.json with the table; jaxmtl/nn/conv.py's CPU plan is checked
 against these winners (the "plan_agrees" column).
 """
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxmtl.cpu_compiler import compiler_options
+from jaxmtl import cpu_compiler
 from jaxmtl.cpu_malloc import malloc_tuned
 
 
@@ -90,7 +90,7 @@ def aot_compile(fn: Callable, *args, **jit_kwargs) -> tuple[Any, float]:
     Compiled with jaxmtl's XLA:CPU options (jaxmtl/cpu_compiler.py), as jaxmtl's own steps are.
     """
     t0 = time.perf_counter()
-    compiled = jax.jit(fn, compiler_options=compiler_options(), **jit_kwargs).lower(*args).compile()
+    compiled = cpu_compiler.jit(fn, **jit_kwargs).lower(*args).compile()
     return compiled, time.perf_counter() - t0
 
 
@@ -154,7 +154,7 @@ def machine_info() -> dict[str, Any]:
         # Process-wide glibc malloc settings, shared by both frameworks (jaxmtl/cpu_malloc.py).
         "malloc_keeps_freed_memory": malloc_tuned(),
         # Per-compilation XLA options of every timed JAX function (jaxmtl/cpu_compiler.py).
-        "xla_compiler_options": compiler_options(),
+        "xla_compiler_options": cpu_compiler.compiler_options(),
         "MALLOC_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
     }
     try:
