@@ -16,7 +16,7 @@ from jax import lax
 
 import jaxmtl.nn.conv as conv_mod
 from jaxmtl.config import CONFIGS
-from jaxmtl.nn.conv_impl import FORMULATIONS, conv2d_fast, conv_by, formulations_for
+from jaxmtl.nn.conv_impl import FORMULATIONS, conv2d_fast, conv_by, formulations_for, shifted
 from jaxmtl.trees import rel_err
 
 # (kernel, stride, padding, input size): every class the ResNet uses (7x7/2 p3 stem, 3x3/1 p1,
@@ -67,6 +67,23 @@ def test_space_to_depth_refuses_other_strides():
     x, w = _data(3, 6)
     with pytest.raises(ValueError, match="stride 2"):
         conv_by("s2d", x, w, 1, 1)
+
+
+@pytest.mark.parametrize("k,stride,pad,size", [(3, 2, 1, 7), (2, 2, 0, 9), (3, 3, 0, 10), (1, 3, 0, 8),
+                                                (7, 2, 3, 9), (3, 1, 1, 5)])
+def test_shifted_views_are_the_strided_windows(k, stride, pad, size):
+    """`shifted` takes its views from a reshape; they must be xpad[:, s*ho + i, s*wo + j]. The
+    cases include a bottom edge cropped (10 rows, 3x3/3: row 9 is in no window) and padded
+    up to whole blocks (9 rows, 2x2/2), and a -inf pad value (max-pool)."""
+    x = np.random.default_rng(2).standard_normal((2, size, size, 3))
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-np.inf)
+    ho = (size + 2 * pad - k) // stride + 1
+    views = shifted(jnp.asarray(x), k, stride, pad, pad_value=-np.inf)
+    assert len(views) == k * k
+    for t, v in enumerate(views):
+        i, j = divmod(t, k)
+        want = xp[:, i: i + stride * (ho - 1) + 1: stride, j: j + stride * (ho - 1) + 1: stride]
+        np.testing.assert_array_equal(np.asarray(v), want)
 
 
 def test_forward_mode_matches_xla():

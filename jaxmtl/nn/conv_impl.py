@@ -55,15 +55,7 @@ def out_size(size: int, k: int, stride: int, padding: int) -> int:
 
 def patches(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
     """(N, H, W, C) -> (N, Ho, Wo, k*k*C), channel blocks ordered (i, j, c) like HWIO."""
-    n, h, w, c = x.shape
-    ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
-    if k == 1 and padding == 0:
-        return x[:, : stride * (ho - 1) + 1: stride, : stride * (wo - 1) + 1: stride, :]
-    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    cols = [lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                      (1, stride, stride, 1))
-            for i in range(k) for j in range(k)]
-    return jnp.concatenate(cols, axis=-1)
+    return jnp.concatenate(shifted(x, k, stride, padding), axis=-1)
 
 
 def im2col_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -79,13 +71,25 @@ def shifted(x: jax.Array, k: int, stride: int, padding: int, pad_value: float = 
 
     xpad is x with `padding` entries of `pad_value` on every side of H and W
     (torch's symmetric padding; 'SAME' would pad a stride-2 window asymmetrically).
+    The views are taken as contiguous slices of xpad reshaped to
+    (N, Lh, s, Lw, s, C), row s*q + r at [q, r], rather than as strided
+    slices: tap i is block rows i//s .. i//s + Ho at phase i % s. Both are
+    the same numbers, but in reverse mode a strided slice transposes into an
+    interior-padded pad, which XLA:CPU runs slowly; the reshape transposes
+    into plain edge pads and a reshape (the max-pool backward of the `small`
+    stem: 12.0 against 5.4 ms measured alone).
     """
     n, h, w, c = x.shape
     ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
-    pads = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    xp = jnp.pad(x, pads, constant_values=pad_value) if padding else x
-    return [lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                      (1, stride, stride, 1))
+    # Whole blocks of s rows covering every window: the bottom/right edge is
+    # padded up to (or cropped down to) s * L rows; rows past the last window
+    # are never read, so their value does not matter.
+    lh, lw = -(-(stride * (ho - 1) + k) // stride), -(-(stride * (wo - 1) + k) // stride)
+    pads = ((0, 0, 0), (padding, stride * lh - h - padding, 0), (padding, stride * lw - w - padding, 0),
+            (0, 0, 0))
+    xp = lax.pad(x, jnp.asarray(pad_value, x.dtype), pads)
+    xr = xp.reshape(n, lh, stride, lw, stride, c)
+    return [xr[:, i // stride: i // stride + ho, i % stride, j // stride: j // stride + wo, j % stride, :]
             for i in range(k) for j in range(k)]
 
 
