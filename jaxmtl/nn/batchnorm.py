@@ -35,7 +35,11 @@ class BatchNorm2d(nnx.Module):
             axes = (0, 1, 2)
             n = x.shape[0] * x.shape[1] * x.shape[2]
             mean = jnp.mean(x, axis=axes)
-            var = jnp.mean(jnp.square(x - mean), axis=axes)  # biased: normalises
+            # One `centered` for the variance and the output: reverse mode then
+            # sums both of its cotangents before the mean's single reduction
+            # (two `x - mean` cost one extra reduction per layer; small step -2%).
+            centered = x - mean
+            var = jnp.mean(jnp.square(centered), axis=axes)  # biased: normalises
             # Statistics do not receive gradients (torch updates them in-place,
             # outside autograd).
             m = self.momentum
@@ -45,5 +49,6 @@ class BatchNorm2d(nnx.Module):
             self.count[...] = self.count[...] + 1
         else:
             mean, var = self.mean[...], self.var[...]
+            centered = x - mean
         inv = jax.lax.rsqrt(var + self.eps)
-        return (x - mean) * (inv * self.scale[...]) + self.bias[...]
+        return centered * (inv * self.scale[...]) + self.bias[...]
