@@ -10,6 +10,7 @@ from jaxmtl.cpu_malloc import keep_freed_memory
 
 SUBCOMMANDS = {
     "step": "benchmarks.step",
+    "crossover": "benchmarks.crossover",
     "bptt": "benchmarks.bptt",
     "memory": "benchmarks.memory",
     "efficiency": "benchmarks.efficiency",

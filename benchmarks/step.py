@@ -12,15 +12,16 @@ import jax
 from benchmarks import steps_impl as S
 from benchmarks.timing import (aot_compile, fmt_ms, load_average, machine_info, set_torch_threads, time_calls,
                                time_interleaved, write_results)
-from jaxmtl.config import get_config
+from jaxmtl.config import ModelConfig, get_config
 
 MODES = ("jax_jit", "jax_eager", "torch_eager", "torch_compile", "torch_func")
 
 
-def run_config(name: str, budget_s: float = 10.0, eager_reps: int | None = None,
+def run_config(config: str | ModelConfig, budget_s: float = 10.0, eager_reps: int | None = None,
                modes: tuple[str, ...] = MODES, torch_threads: int | None = None) -> dict[str, Any]:
-    """Times every mode on config `name`; returns the results dict (also holds speedups)."""
-    cfg = get_config(name)
+    """Times every mode on a config (a preset name or a ModelConfig); returns the results dict (also holds speedups)."""
+    cfg = get_config(config) if isinstance(config, str) else config
+    name = cfg.name
     threads = set_torch_threads(torch_threads)
     big = cfg.widths[-1] >= 512
     eager_reps = eager_reps or (2 if big else 5)

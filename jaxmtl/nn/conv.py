@@ -11,9 +11,6 @@ from jaxmtl.nn.conv_impl import conv2d_fast
 from jaxmtl.nn.init import kaiming_normal_fan_out
 
 
-# Below this many forward multiply-adds per conv, launch overhead dominates (see cpu_plan).
-SMALL_CONV_MACS = 10_000_000
-
 
 def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, padding: int
              ) -> tuple[str, str, str]:
@@ -47,15 +44,17 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
       saliency map would). On resnet18's stem (64 outputs) s2d and XLA are
       within run-to-run noise: 16 against 22 ms timed interleaved, 22 against
       17 ms in one sequential convshapes run.
-    - Tiny k>1 convs (< SMALL_CONV_MACS multiply-adds, e.g. all of `tiny`'s 3x3/7x7)
-      stay with XLA too: every formulation takes ~0.1 ms there.
+    - The rule does not depend on the batch. An earlier version sent every conv
+      under 10M multiply-adds to XLA (all formulations take ~0.1 ms there when
+      timed alone), which also sent the 2x2 maps of small batches to XLA's
+      slow forward; the batch sweep (benchmarks/crossover.py) showed it,
+      interleaved whole steps confirmed it: small at B=2 41.3 -> 20.7 ms,
+      tiny 10.4 -> 7.7 ms, resnet18 at B=1 78.8 -> 76.5 ms without that rule.
     """
     ho = (h + 2 * padding - k) // stride + 1
     wo = (w + 2 * padding - k) // stride + 1
     if k == 1:
         return ("im2col", "im2col", "im2col")
-    if n * ho * wo * k * k * cin * cout < SMALL_CONV_MACS:
-        return ("xla", "xla", "xla")
     dw = "im2col" if stride == 2 and k == 3 else "xla"
     if ho * wo <= 4:
         return ("im2col", "im2col", dw)
