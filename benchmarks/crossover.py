@@ -76,6 +76,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax2.axhline(1.0, color="gray", lw=0.8)
     ax2.set(xscale="log", xlabel="batch size B", ylabel="other mode / JAX jit", title="JAX jit speedup")
     ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        ax.set_xticks(bs, [str(b) for b in bs])
+        ax.minorticks_off()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -61,6 +61,21 @@ def markdown(out: Path) -> str:
                                  f"{r['modes']['jax_jit']['samples_per_s']:.1f}",
                                  f"{r['modes'].get('torch_eager', {}).get('samples_per_s', float('nan')):.1f}",
                                  f"{r.get('load_average_start')} / {r.get('load_average_end')}"] for r in steps])
+    xo = _load(out / "crossover" / "results.json")
+    if xo:
+        xm = ("jax_jit", "torch_eager", "torch_compile")
+        lines += _table(f"Crossover: {xo['config']}'s shapes ({xo['image_size']}x{xo['image_size']}, widths "
+                        f"{xo['widths']}, T={xo['seq_len']}) against batch size B; median ms, GFLOP/s in brackets",
+                        ["B", "GFLOP/step", *xm, "jit vs torch eager", "jit vs torch.compile"],
+                        [[str(r["batch_size"]), f"{r['gflop_per_step']:.2f}",
+                          *(f"{r['modes'][m]['step']['median'] * 1e3:.1f} ({r['modes'][m]['gflops']:.0f})" for m in xm),
+                          _x(r["speedups"].get("jit_vs_torch_eager")), _x(r["speedups"].get("jit_vs_torch_compile"))]
+                         for r in xo["rows"]])
+        lines.append("Fit t(B) = t0 + c * B per mode; B_half = t0 / c is the crossover from overhead-bound to "
+                     "kernel-bound: " + "; ".join(
+                         f"{m} t0 {f['t0_s'] * 1e3:.1f} ms, c {f['per_sample_s'] * 1e3:.2f} ms/sample, B_half "
+                         + ("-" if f["b_half"] is None else f"{f['b_half']:.1f}") for m, f in xo["fits"].items()) + ".")
+        lines.append("")
     b = _load(out / "bptt" / "results.json")
     if b:
         vs = b["variants"]

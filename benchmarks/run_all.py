@@ -1,4 +1,4 @@
-"""The default set (`make bench`): conv shapes, training step on every config, BPTT, memory, efficiency."""
+"""The default set (`make bench`): conv shapes, training step on every config, batch crossover, BPTT, memory, efficiency."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bptt, conv_shapes, efficiency, memory, step
+from benchmarks import bptt, conv_shapes, crossover, efficiency, memory, step
 from benchmarks.timing import machine_info, write_results
 
 CONFIGS = ("tiny", "small", "resnet18")
@@ -16,7 +16,7 @@ CONFIGS = ("tiny", "small", "resnet18")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench_out")
     p.add_argument("--budget", type=float, default=5.0, help="timing seconds per training-step mode")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: convshapes,step,bptt,memory,efficiency")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: convshapes,step,crossover,bptt,memory,efficiency")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         step.print_rows(results)
         summary["step"] = {r["config"]: {"speedups": r["speedups"], "break_even_steps": r["break_even_steps"]}
                            for r in results}
+    if "crossover" not in skip:
+        print("--- crossover (small's shapes, batch sweep)", flush=True)
+        crossover.run(argparse.Namespace(config="small", batches="1,2,4,8,16", budget=2.0,
+                                         out=str(out / "crossover")))
     if "bptt" not in skip:
         print("--- BPTT", flush=True)
         bptt.run(argparse.Namespace(config="resnet18", T="4,8,16,32,64", unroll="4", budget=0.3,
