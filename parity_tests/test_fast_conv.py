@@ -86,6 +86,17 @@ def test_shifted_views_are_the_strided_windows(k, stride, pad, size):
         np.testing.assert_array_equal(np.asarray(v), want)
 
 
+def test_batch_chunks_match_one_conv_value_and_dw():
+    """"xla16" splits the batch only for n > 16: 37 frames give chunks of 16, 16 and 5."""
+    x, w = _data(3, 5)
+    x = jnp.concatenate([x] * 19)[:37] * jnp.arange(1, 38, dtype=x.dtype)[:, None, None, None]
+    dy = jnp.asarray(np.random.default_rng(3).standard_normal(reference(x, w, 1, 1).shape))
+    y, pull = jax.vjp(lambda a, b: conv2d_fast(a, b, 1, 1, ("xla16", "xla16", "xla16")), x, w)
+    y_ref, pull_ref = jax.vjp(lambda a, b: reference(a, b, 1, 1), x, w)
+    for got, want in zip((y,) + pull(dy), (y_ref,) + pull_ref(dy)):
+        assert rel_err(np.asarray(got), np.asarray(want)) < RTOL
+
+
 def test_forward_mode_matches_xla():
     """custom_jvp keeps jax.jvp (and so jax.hessian) usable; a custom_vjp would refuse forward mode."""
     x, w = _data(3, 5, cin=2, cout=2)

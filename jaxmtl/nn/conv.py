@@ -24,7 +24,8 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     - XLA's forward and input-gradient convs collapse on small output maps with
       many channels (3x3 512->512 on 2x2: ~850 ms instead of ~12 ms), so
       maps of <= 4 output pixels use im2col for those two; their kernel
-      gradient stays with XLA (8.9 ms against 10.0 ms) unless strided.
+      gradient stays with XLA (8.9 ms against 10.0 ms; chunked, see below)
+      unless strided.
     - 1x1 convs are a (strided) slice and one matmul: im2col in all directions
       (XLA's kernel-gradient conv for the 1x1/2 downsample is up to 2x slower).
     - Everything else is XLA's conv in all three directions: with Eigen's
@@ -38,6 +39,12 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
       with the BatchNorm/residual/ReLU recomputation feeding it into a slow
       loop (5.4 ms profiled for that conv on small). Whole step, interleaved,
       three runs: small -4.5%, -2.6%, resnet18 -2.9% with im2col.
+    - dW of the stride-1 3x3 convs: XLA's conv on chunks of 16 frames
+      ("xla16"), whose per-chunk activation transposes stay in cache (see
+      conv_impl.batch_chunked_xla_conv). Whole step, interleaved: small
+      -4.6% and -3.8% (two runs; 8 frames per chunk -1.6%, 32 the same as 16),
+      resnet18 -0.3%; tiny's 8 frames are one chunk. Not for the stem's dW
+      (small +0.6% with it).
     - The 7x7/2 stem's forward and dX run as a 4x4 stride-1 conv on 2x2
       space-to-depth blocks ("s2d"; small: forward ~17 ms against ~33 ms,
       dX ~17 ms against ~87 ms; the model never asks for the stem's dX, a
@@ -55,7 +62,7 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     wo = (w + 2 * padding - k) // stride + 1
     if k == 1:
         return ("im2col", "im2col", "im2col")
-    dw = "im2col" if stride == 2 and k == 3 else "xla"
+    dw = "im2col" if stride == 2 and k == 3 else ("xla16" if stride == 1 else "xla")
     if ho * wo <= 4:
         return ("im2col", "im2col", dw)
     if k >= 7 and stride == 2:
