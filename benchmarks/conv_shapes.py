@@ -101,12 +101,10 @@ def _maxpool_reduce_window(x: jax.Array) -> jax.Array:
 def maxpool_study(cfg: ModelConfig, budget_s: float) -> dict[str, Any]:
     """The stem's max-pool, lax.reduce_window against jaxmtl's max_pool2d (both route ties like torch).
 
-    Timed two ways: the pool's own forward+backward, and the whole training
-    step of `cfg` with the model's pool swapped (interleaved rounds). The two
-    disagree (`make bench`, 2026-11-23: pool alone, reduce_window 34 ms against
-    63 ms on `small`; whole step, max_pool2d 19 ms faster on `small` and 57 ms
-    on `resnet18`):
-    the model's choice follows the whole step.
+    Timed two ways: the pool's own forward+backward (output and the input
+    gradient of a given cotangent), and the whole training step of `cfg` with
+    the model's pool swapped (interleaved rounds); the model's choice follows
+    the whole step.
     """
     import jaxmtl.model as model_mod
     from benchmarks import steps_impl as S
@@ -118,10 +116,15 @@ def maxpool_study(cfg: ModelConfig, budget_s: float) -> dict[str, Any]:
     variants = {"reduce_window": lambda a, kernel_size, stride, padding: _maxpool_reduce_window(a),
                 "views": max_pool2d}
     steps = {}
+    g = jnp.asarray(np.random.default_rng(1).standard_normal((n, h // 2, h // 2, cfg.widths[0])), jnp.float32)
     for name, f in variants.items():
-        fwd_bwd = jax.grad(lambda a: jnp.sum(jnp.sin(f(a, 3, 2, 1))))
-        compiled, _ = aot_compile(fwd_bwd, x)
-        row[name] = time_budgeted(lambda: compiled(x), budget_s)
+        def fwd_bwd(a, g, f=f):
+            # A given cotangent: a scalar loss such as sum(sin(pool)) would put
+            # its own backward (recomputing the pool per element) into the figure.
+            out, pull = jax.vjp(lambda a_: f(a_, 3, 2, 1), a)
+            return out, pull(g)[0]
+        compiled, _ = aot_compile(fwd_bwd, x, g)
+        row[name] = time_budgeted(lambda: compiled(x, g), budget_s)
         original = model_mod.max_pool2d
         model_mod.max_pool2d = f  # only while tracing this step
         try:
