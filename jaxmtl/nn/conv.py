@@ -51,7 +51,8 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
       saliency map would). On resnet18's stem (64 outputs) s2d and XLA are
       within run-to-run noise: 16 against 22 ms timed interleaved, 22 against
       17 ms in one sequential convshapes run.
-    - The rule does not depend on the batch. An earlier version sent every conv
+    - The rule does not depend on the batch (`n` is taken for the tables of
+      benchmarks/conv_shapes.py). An earlier version sent every conv
       under 10M multiply-adds to XLA (all formulations take ~0.1 ms there when
       timed alone), which also sent the 2x2 maps of small batches to XLA's
       slow forward; the batch sweep (benchmarks/crossover.py) showed it,
