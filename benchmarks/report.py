@@ -63,7 +63,7 @@ def markdown(out: Path) -> str:
                                  f"{r.get('load_average_start')} / {r.get('load_average_end')}"] for r in steps])
     xo = _load(out / "crossover" / "results.json")
     if xo:
-        xm = ("jax_jit", "torch_eager", "torch_compile")
+        xm = list(xo["rows"][0]["modes"])  # the modes the sweep timed
         lines += _table(f"Crossover: {xo['config']}'s shapes ({xo['image_size']}x{xo['image_size']}, widths "
                         f"{xo['widths']}, T={xo['seq_len']}) against batch size B; median ms, GFLOP/s in brackets",
                         ["B", "GFLOP/step", *xm, "jit vs torch eager", "jit vs torch.compile"],

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxmtl import cpu_compiler
 from jaxmtl.parity.checks import Check, check_from_errs
 from jaxmtl.parity.curves import CURVE_TOLERANCES
 from jaxmtl.parity.precision import TOLERANCES
@@ -151,8 +152,10 @@ def make_pair(torch_module, nnx_module, table: Sequence | Conversion, torch_loss
         loss, outputs = jax_loss(model, inputs, train)
         return loss, (outputs, nnx.state(model, nnx.BatchStat))
 
-    forward_fn = jax.jit(run, static_argnums=4)
-    grad_fn = jax.jit(jax.value_and_grad(lambda p, s, r, x: run(p, s, r, x, True), has_aux=True))
+    # Compiled as jaxmtl compiles its own steps (jaxmtl/cpu_compiler.py), so a port
+    # is checked on the build it trains with.
+    forward_fn = cpu_compiler.jit(run, static_argnums=4)
+    grad_fn = cpu_compiler.jit(jax.value_and_grad(lambda p, s, r, x: run(p, s, r, x, True), has_aux=True))
     return PortPair(torch_module, graphdef, params, stats, rest, conversion, torch_loss, jax_loss,
                     dtype, validate, initial, forward_fn, grad_fn)
 
@@ -270,7 +273,7 @@ def training_checks(pair: PortPair, batches: Sequence[InputPair], opt: Optimizer
     torch_opt = opt.torch_fn(module.parameters())
     params, stats = pair.params, pair.batch_stats
     opt_state = opt.optax_tx.init(params)
-    update = jax.jit(lambda g, o, p: _apply(opt.optax_tx, g, o, p))
+    update = cpu_compiler.jit(lambda g, o, p: _apply(opt.optax_tx, g, o, p))
     jax_curve, torch_curve = {}, {}
     for i, (jax_in, torch_in) in enumerate(batches):
         (loss, (_, stats)), grads = pair.grad_fn(params, stats, pair.rest, jax_in)
