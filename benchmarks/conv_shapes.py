@@ -76,7 +76,8 @@ def measure_shape(shape: dict[str, Any], budget_s: float, dtype=jnp.float32) -> 
     row = dict(shape)
     for direction in DIRECTIONS:
         times = {}
-        for method in formulations_for(shape["stride"]):
+        ho = out_size(shape["h"], shape["k"], shape["stride"], shape["pad"])
+        for method in formulations_for(shape["stride"], ho * ho):
             fn, specs = _direction_fn(direction, method, shape, dtype)
             args = [jnp.asarray(rng.standard_normal(a.shape), dtype) for a in specs]
             compiled, _ = aot_compile(fn, *args)

@@ -7,9 +7,13 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from jaxmtl.nn.conv_impl import conv2d_fast
+from jaxmtl.nn.conv_impl import SMALL_MAP_PIXELS, conv2d_fast
 from jaxmtl.nn.init import kaiming_normal_fan_out
 
+# Largest (H*W*C) x (Ho*Wo*O) matrix the "dense" formulation builds: small's
+# 2x2x128 layers (512 x 512) use it, resnet18's 2x2x512 (2048 x 2048, 16 MB
+# per step to build and read back) use "pairs", which was faster there.
+DENSE_MAX_ENTRIES = 1 << 20
 
 
 def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, padding: int
@@ -22,10 +26,16 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     rather than YNNPACK's; the suite re-measures them and reports where this
     rule loses to the winner):
     - XLA's forward and input-gradient convs collapse on small output maps with
-      many channels (3x3 512->512 on 2x2: ~850 ms instead of ~12 ms), so
-      maps of <= 4 output pixels use im2col for those two; their kernel
-      gradient stays with XLA (8.9 ms against 10.0 ms; chunked, see below)
-      unless strided.
+      many channels (3x3 512->512 on 2x2: ~850 ms instead of ~12 ms). On maps
+      of <= 4 output pixels a stride-1 conv is a handful of pixel pairs, each
+      joined by one tap: "pairs" runs one matmul per tap over exactly those
+      (16 of the 36 tap-pixel products im2col multiplies on a 2x2 map; on a
+      1x1 map only the centre tap), in all three directions. Where the
+      whole conv fits a matrix of <= DENSE_MAX_ENTRIES, forward and dX are
+      one matmul with it ("dense"). fwd+dX+dW of one conv, interleaved:
+      small's 2x2x128 3.6 -> 1.9 ms, resnet18's 2x2x512 27.0 -> 14.4 ms;
+      whole step: small -5.8%, resnet18 -6.4%, tiny -14% (pairs alone -5%).
+      Strided convs onto such maps keep im2col (pairs within noise).
     - 1x1 convs are a (strided) slice and one matmul: im2col in all directions
       (XLA's kernel-gradient conv for the 1x1/2 downsample is up to 2x slower).
     - Everything else is XLA's conv in all three directions: with Eigen's
@@ -64,7 +74,10 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     if k == 1:
         return ("im2col", "im2col", "im2col")
     dw = "im2col" if stride == 2 and k == 3 else ("xla16" if stride == 1 else "xla")
-    if ho * wo <= 4:
+    if ho * wo <= SMALL_MAP_PIXELS and stride == 1:
+        fwd = "dense" if h * w * cin * ho * wo * cout <= DENSE_MAX_ENTRIES else "pairs"
+        return (fwd, fwd, "pairs")
+    if ho * wo <= SMALL_MAP_PIXELS:
         return ("im2col", "im2col", dw)
     if k >= 7 and stride == 2:
         return ("s2d", "s2d", "xla")

@@ -34,12 +34,20 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-FORMULATIONS = ("xla", "xla16", "im2col", "shift", "im2colT", "s2d")
+FORMULATIONS = ("xla", "xla16", "im2col", "shift", "im2colT", "s2d", "pairs", "dense")
 
 
-def formulations_for(stride: int) -> tuple[str, ...]:
-    """The formulations that apply to a conv of this stride ("s2d" needs stride 2)."""
-    return tuple(m for m in FORMULATIONS if m != "s2d" or stride == 2)
+# "pairs" and "dense" unroll the conv over pixel pairs in Python: for maps of a few pixels only.
+SMALL_MAP_PIXELS = 4
+
+
+def formulations_for(stride: int, out_pixels: int) -> tuple[str, ...]:
+    """The formulations that apply to a conv of this stride with Ho*Wo = `out_pixels`.
+
+    "s2d" needs stride 2; "pairs" and "dense" need a map of at most SMALL_MAP_PIXELS outputs.
+    """
+    return tuple(m for m in FORMULATIONS
+                 if (m != "s2d" or stride == 2) and (m not in ("pairs", "dense") or out_pixels <= SMALL_MAP_PIXELS))
 
 
 def xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -184,6 +192,74 @@ def space_to_depth_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: i
     return xla_conv(xs, ks, 1, 0)[:, :ho, :wo]
 
 
+def tap_pairs(h: int, w: int, k: int, stride: int, padding: int) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """For each kernel tap (i, j), the (input pixel, output pixel) pairs it joins, pixels as h*W + w.
+
+    Only pairs where the tap lands inside the map: padding contributes zeros
+    and is left out. On a 2x2 map a 3x3 stride-1 tap joins 1, 2 or 4 pairs
+    (16 of the 36 that im2col multiplies), on a 1x1 map only the centre tap
+    joins one.
+    """
+    ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
+    pairs: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for i in range(k):
+        for j in range(k):
+            joined = [(qh * w + qw, ph * wo + pw)
+                      for ph in range(ho) for pw in range(wo)
+                      for qh, qw in [(stride * ph + i - padding, stride * pw + j - padding)]
+                      if 0 <= qh < h and 0 <= qw < w]
+            if joined:
+                pairs[(i, j)] = joined
+    return pairs
+
+
+def pairs_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Conv on a map of a few pixels as one matmul per tap over the pixel pairs it joins ("pairs").
+
+    For tap t with pairs (q_r, p_r): the input pixels x[:, q_r] are stacked
+    along the batch, multiplied by kernel[t] in one matmul, and each block of
+    N rows is added to its output pixel p_r. Transposed, dW[t] is one matmul
+    of the stacked inputs with the stacked output gradients and dX one
+    matmul per tap: no multiplications by padding zeros and no col2im.
+    Small maps only (the Python loop is over pixel pairs).
+    """
+    n, h, w, c = x.shape
+    k, _, _, o = kernel.shape
+    ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
+    x2 = x.reshape(n, h * w, c)
+    terms: list[list[jax.Array]] = [[] for _ in range(ho * wo)]
+    for (i, j), joined in tap_pairs(h, w, k, stride, padding).items():
+        ys = jnp.dot(jnp.concatenate([x2[:, q] for q, _ in joined], axis=0), kernel[i, j])
+        for r, (_, p) in enumerate(joined):
+            terms[p].append(ys[r * n:(r + 1) * n])
+    return jnp.stack([sum(t[1:], t[0]) for t in terms], axis=1).reshape(n, ho, wo, o)
+
+
+def dense_matrix(kernel: jax.Array, h: int, w: int, stride: int, padding: int) -> jax.Array:
+    """The conv on an h x w map as an (h*w*C, Ho*Wo*O) matrix: block (q, p) is the tap joining q to p, else 0."""
+    k, _, c, o = kernel.shape
+    zero = jnp.zeros((c, o), kernel.dtype)
+    blocks = [[zero] * (out_size(h, k, stride, padding) * out_size(w, k, stride, padding)) for _ in range(h * w)]
+    for (i, j), joined in tap_pairs(h, w, k, stride, padding).items():
+        for q, p in joined:
+            blocks[q][p] = kernel[i, j]
+    return jnp.concatenate([jnp.concatenate(row, axis=1) for row in blocks], axis=0)
+
+
+def dense_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Conv on a map of a few pixels as one (N, H*W*C) x (H*W*C, Ho*Wo*O) matmul ("dense").
+
+    Its dX is one matmul with the same matrix transposed. Its dW sums the
+    blocks of an (H*W*C, Ho*Wo*O) gradient matrix back into the taps, which
+    is slow for wide layers: use it for forward and dX only.
+    """
+    n, h, w, c = x.shape
+    k, _, _, o = kernel.shape
+    ho, wo = out_size(h, k, stride, padding), out_size(w, k, stride, padding)
+    y = jnp.dot(x.reshape(n, h * w * c), dense_matrix(kernel, h, w, stride, padding))
+    return y.reshape(n, ho, wo, o)
+
+
 def conv_by(method: str, x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
     if method == "xla":
         return xla_conv(x, kernel, stride, padding)
@@ -197,6 +273,10 @@ def conv_by(method: str, x: jax.Array, kernel: jax.Array, stride: int, padding: 
         return shift_conv(x, kernel, stride, padding)
     if method == "s2d":
         return space_to_depth_conv(x, kernel, stride, padding)
+    if method == "pairs":
+        return pairs_conv(x, kernel, stride, padding)
+    if method == "dense":
+        return dense_conv(x, kernel, stride, padding)
     raise ValueError(f"unknown conv formulation {method!r}; known: {FORMULATIONS}")
 
 
