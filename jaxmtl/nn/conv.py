@@ -34,7 +34,9 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
       whole conv fits a matrix of <= DENSE_MAX_ENTRIES, forward and dX are
       one matmul with it ("dense"). fwd+dX+dW of one conv, interleaved:
       small's 2x2x128 3.6 -> 1.9 ms, resnet18's 2x2x512 27.0 -> 14.4 ms;
-      whole step: small -5.8%, resnet18 -6.4%, tiny -14% (pairs alone -5%).
+      whole step, interleaved, two runs: small -5.7% and -5.4%, resnet18
+      -6.4% and -6.6%, tiny -14% and -10% (tiny with "pairs" in all three
+      directions: -5%).
       Strided convs onto such maps keep im2col (pairs within noise).
     - 1x1 convs are a (strided) slice and one matmul: im2col in all directions
       (XLA's kernel-gradient conv for the 1x1/2 downsample is up to 2x slower).
