@@ -16,13 +16,15 @@ from jax import lax
 
 import jaxmtl.nn.conv as conv_mod
 from jaxmtl.config import CONFIGS
-from jaxmtl.nn.conv_impl import FORMULATIONS, conv2d_fast, conv_by, formulations_for, shifted
+from jaxmtl.nn.conv_impl import conv2d_fast, conv_by, formulations_for, out_size, shifted
 from jaxmtl.trees import rel_err
 
 # (kernel, stride, padding, input size): every class the ResNet uses (7x7/2 p3 stem, 3x3/1 p1,
-# 3x3/2 p1, 1x1/2 p0) plus an odd size, where a stride-2 window drops the last row.
+# 3x3/2 p1, 1x1/2 p0) plus an odd size, where a stride-2 window drops the last row; the maps of
+# <= 4 output pixels where "pairs" and "dense" apply (2x2 and 1x1 stride 1, 4x4 -> 2x2 strided),
+# and one (1x1/2 p1 on 2x2) whose first output pixel reads padding only.
 SHAPE_CLASSES = [(7, 2, 3, 9), (3, 1, 1, 6), (3, 2, 1, 6), (3, 2, 1, 7), (1, 2, 0, 6), (3, 1, 1, 2), (3, 1, 1, 1),
-                 (3, 2, 1, 4)]
+                 (3, 2, 1, 4), (1, 2, 1, 2)]
 RTOL = 1e-12
 
 
@@ -131,7 +133,7 @@ def test_cpu_plan_names_known_formulations_for_every_model_shape():
     for cfg in CONFIGS.values():
         for s in conv_shapes(cfg):
             plan = conv_mod.cpu_plan(s["n"], s["h"], s["h"], s["cin"], s["cout"], s["k"], s["stride"], s["pad"])
-            ho = (s["h"] + 2 * s["pad"] - s["k"]) // s["stride"] + 1
+            ho = out_size(s["h"], s["k"], s["stride"], s["pad"])
             assert len(plan) == 3 and set(plan) <= set(formulations_for(s["stride"], ho * ho)), (s, plan)
 
 

@@ -76,10 +76,10 @@ def cpu_plan(n: int, h: int, w: int, cin: int, cout: int, k: int, stride: int, p
     if k == 1:
         return ("im2col", "im2col", "im2col")
     dw = "im2col" if stride == 2 and k == 3 else ("xla16" if stride == 1 else "xla")
-    if ho * wo <= SMALL_MAP_PIXELS and stride == 1:
-        fwd = "dense" if h * w * cin * ho * wo * cout <= DENSE_MAX_ENTRIES else "pairs"
-        return (fwd, fwd, "pairs")
     if ho * wo <= SMALL_MAP_PIXELS:
+        if stride == 1:
+            fwd = "dense" if h * w * cin * ho * wo * cout <= DENSE_MAX_ENTRIES else "pairs"
+            return (fwd, fwd, "pairs")
         return ("im2col", "im2col", dw)
     if k >= 7 and stride == 2:
         return ("s2d", "s2d", "xla")

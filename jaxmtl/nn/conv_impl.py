@@ -235,7 +235,9 @@ def pairs_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> ja
         ys = jnp.dot(jnp.concatenate([x2[:, q] for q, _ in joined], axis=0), kernel[i, j])
         for r, (_, p) in enumerate(joined):
             terms[p].append(ys[r * n:(r + 1) * n])
-    return jnp.stack([sum(t[1:], t[0]) for t in terms], axis=1).reshape(n, ho, wo, o)
+    # An output pixel whose window lies wholly in the padding gets no term: zero.
+    return jnp.stack([sum(t[1:], t[0]) if t else jnp.zeros((n, o), x.dtype) for t in terms],
+                     axis=1).reshape(n, ho, wo, o)
 
 
 def dense_matrix(kernel: jax.Array, h: int, w: int, stride: int, padding: int) -> jax.Array:
