@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from jaxmtl.cpu_malloc import keep_freed_memory
+from jaxmtl.cpu_malloc import keep_freed_memory, restart_with_mimalloc
 
 SUBCOMMANDS = {
     "step": "benchmarks.step",
@@ -35,4 +35,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Both frameworks then run on mimalloc (jaxmtl/cpu_malloc.py; JAXMTL_ALLOCATOR=glibc opts out).
+    restart_with_mimalloc()
     sys.exit(main())

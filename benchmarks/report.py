@@ -10,6 +10,12 @@ from typing import Any
 MODES = ("jax_jit", "jax_eager", "torch_eager", "torch_compile", "torch_func")
 
 
+def _allocator(m: dict) -> str:
+    if m.get("allocator") == "mimalloc":
+        return "mimalloc (preloaded)"
+    return "glibc, " + ("keeps freed memory" if m.get("malloc_keeps_freed_memory") else "default settings")
+
+
 def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -40,7 +46,7 @@ def markdown(out: Path) -> str:
                   f"XLA threads {m.get('xla_threads')}, torch threads {m.get('torch_threads')} "
                   f"(interop {m.get('torch_interop_threads')}); jax {m.get('jax')}, jaxlib {m.get('jaxlib')}, "
                   f"flax {m.get('flax')}, optax {m.get('optax')}, torch {m.get('torch')}, numpy {m.get('numpy')}; "
-                  f"glibc malloc keeps freed memory (jaxmtl/cpu_malloc.py): {m.get('malloc_keeps_freed_memory')}; "
+                  f"allocator (jaxmtl/cpu_malloc.py): {_allocator(m)}; "
                   f"XLA compiler options (jaxmtl/cpu_compiler.py): {m.get('xla_compiler_options')}; "
                   f"load average at start {m.get('load_average')}; wall time {top.get('wall_s', 0) / 60:.1f} min.", ""]
     steps = [r for r in (_load(out / "step" / c / "results.json") for c in ("tiny", "small", "resnet18")) if r]

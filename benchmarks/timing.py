@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from jaxmtl import cpu_compiler
-from jaxmtl.cpu_malloc import malloc_tuned
+from jaxmtl.cpu_malloc import allocator, malloc_tuned
 
 
 def summarize(times: list[float]) -> dict[str, Any]:
@@ -151,11 +151,13 @@ def machine_info() -> dict[str, Any]:
         # unless XLA_FLAGS says otherwise; both are recorded.
         "xla_threads": _xla_threads(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         "load_average": load_average(),
-        # Process-wide glibc malloc settings, shared by both frameworks (jaxmtl/cpu_malloc.py).
+        # The process's allocator, shared by both frameworks (jaxmtl/cpu_malloc.py):
+        # mimalloc preloaded, or glibc with (or without) the keep-freed-memory settings.
+        "allocator": allocator(),
         "malloc_keeps_freed_memory": malloc_tuned(),
         # Per-compilation XLA options of every timed JAX function (jaxmtl/cpu_compiler.py).
         "xla_compiler_options": cpu_compiler.compiler_options(),
-        "MALLOC_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "MALLOC_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "MIMALLOC_"))},
     }
     try:
         import jaxlib

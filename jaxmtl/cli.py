@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from jaxmtl.cpu_malloc import keep_freed_memory
+from jaxmtl.cpu_malloc import keep_freed_memory, restart_with_mimalloc
 
 SUBCOMMANDS = {
     "train": ("jaxmtl.main", "train the multi-task model (JAX or the torch reference)"),
@@ -37,5 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     return int(modules[args.command].run(args) or 0)
 
 
+def entry() -> int:
+    """The `jaxmtl` command: `main` on mimalloc (re-executes once; see cpu_malloc.py)."""
+    restart_with_mimalloc()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
