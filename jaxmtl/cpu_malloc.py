@@ -10,12 +10,13 @@ run in one process (the benchmarks), so the comparison stays like for like.
    before libc, so the benchmark CLI and the `jaxmtl` command re-execute
    themselves once with LD_PRELOAD set to the libmimalloc of the
    `cmeel-mimalloc` package, and MIMALLOC_PURGE_DELAY=-1 (keep freed
-   memory; unless set already). With the glibc settings below, `perf` put 5-11%
-   of the `small` step's CPU samples in glibc's `_int_malloc` (bin
+   memory; unless set already). With the glibc settings below, `perf` put
+   ~5% of the `small` step's CPU samples in glibc's `_int_malloc` (bin
    bookkeeping in the one arena), and on this project's 2-core machine
    mimalloc made the step 15% faster. Two runs back to back, each timing
    the modes interleaved: JAX jit 104.7 -> 88.4 ms, torch.compile
-   94.5 -> 88.4 ms, torch eager 112.7 -> 105.3 ms (benchmarks/README.md). JAXMTL_ALLOCATOR=glibc opts out.
+   94.5 -> 88.4 ms, torch eager 112.7 -> 105.3 ms (benchmarks/README.md).
+   JAXMTL_ALLOCATOR=glibc opts out.
 2. glibc (`keep_freed_memory`), when mimalloc is not in use. glibc serves
    allocations above its mmap threshold (at most 32 MiB) with a fresh mmap
    and unmaps them on free, and in the per-thread arenas XLA's worker
