@@ -74,10 +74,11 @@ def _direction_fn(direction: str, method: str, shape: dict[str, Any], dtype):
 def measure_shape(shape: dict[str, Any], budget_s: float, dtype=jnp.float32) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     row = dict(shape)
+    ho = out_size(shape["h"], shape["k"], shape["stride"], shape["pad"])
+    methods = formulations_for(shape["stride"], ho * ho)
     for direction in DIRECTIONS:
         times = {}
-        ho = out_size(shape["h"], shape["k"], shape["stride"], shape["pad"])
-        for method in formulations_for(shape["stride"], ho * ho):
+        for method in methods:
             fn, specs = _direction_fn(direction, method, shape, dtype)
             args = [jnp.asarray(rng.standard_normal(a.shape), dtype) for a in specs]
             compiled, _ = aot_compile(fn, *args)
