@@ -15,6 +15,7 @@ against these winners (the "plan_agrees" column).
 from __future__ import annotations
 
 import argparse
+from functools import partial, reduce
 from typing import Any
 
 import jax
@@ -25,7 +26,7 @@ from jax import lax
 from benchmarks.timing import aot_compile, machine_info, time_budgeted, time_interleaved, write_results
 from jaxmtl.config import ModelConfig, get_config
 from jaxmtl.nn.conv import cpu_plan
-from jaxmtl.nn.conv_impl import FORMULATIONS, conv_by, formulations_for, out_size
+from jaxmtl.nn.conv_impl import FORMULATIONS, conv_by, formulations_for, out_size, shifted
 
 DIRECTIONS = ("fwd", "dx", "dw")
 
@@ -100,8 +101,32 @@ def _maxpool_reduce_window(x: jax.Array) -> jax.Array:
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
 
 
+@partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _maxpool_tap_masks(x: jax.Array, kernel_size: int, stride: int, padding: int) -> jax.Array:
+    """jaxmtl's former max_pool2d: the same forward and tie rule, the winner kept as a per-tap mask.
+
+    The tangent is sum over taps t of where(winner == t, view_t(dx), 0), so
+    reverse mode adds k*k padded terms, and XLA:CPU fuses the winner's
+    compare chain into each of them (a second copy of the padded input
+    feeds it); max_pool2d's gathered index replaced it.
+    """
+    return reduce(jnp.maximum, shifted(x, kernel_size, stride, padding, pad_value=-jnp.inf))
+
+
+@_maxpool_tap_masks.defjvp
+def _maxpool_tap_masks_jvp(kernel_size, stride, padding, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    views = shifted(x, kernel_size, stride, padding, pad_value=-jnp.inf)
+    out = reduce(jnp.maximum, views)
+    winner = jnp.full(out.shape, len(views) - 1, jnp.int8)
+    for t in range(len(views) - 2, -1, -1):  # last to first: the first maximum wins
+        winner = jnp.where(views[t] == out, jnp.asarray(t, jnp.int8), winner)
+    dviews = shifted(dx, kernel_size, stride, padding)
+    return out, sum(jnp.where(winner == t, dv, jnp.zeros_like(dv)) for t, dv in enumerate(dviews))
+
+
 def maxpool_study(cfg: ModelConfig, budget_s: float) -> dict[str, Any]:
-    """The stem's max-pool, lax.reduce_window against jaxmtl's max_pool2d (both route ties like torch).
+    """The stem's max-pool: lax.reduce_window, per-tap masks and jaxmtl's max_pool2d (all route ties like torch).
 
     Timed two ways: the pool's own forward+backward (output and the input
     gradient of a given cotangent), and the whole training step of `cfg` with
@@ -116,7 +141,7 @@ def maxpool_study(cfg: ModelConfig, budget_s: float) -> dict[str, Any]:
     x = jnp.asarray(np.random.default_rng(0).standard_normal((n, h, h, cfg.widths[0])), jnp.float32)
     row: dict[str, Any] = {"config": cfg.name, "shape": list(x.shape)}
     variants = {"reduce_window": lambda a, kernel_size, stride, padding: _maxpool_reduce_window(a),
-                "views": max_pool2d}
+                "tap_masks": _maxpool_tap_masks, "index": max_pool2d}
     steps = {}
     g = jnp.asarray(np.random.default_rng(1).standard_normal((n, h // 2, h // 2, cfg.widths[0])), jnp.float32)
     for name, f in variants.items():
@@ -167,9 +192,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print_table(rows)
     pools = [maxpool_study(get_config(name), args.budget) for name in args.configs.split(",")]
     for p in pools:
-        print(f"max-pool fwd+bwd {p['config']:9} {p['shape']}: reduce_window {p['reduce_window']['median'] * 1e3:.2f} ms,"
-              f" jaxmtl max_pool2d {p['views']['median'] * 1e3:.2f} ms; whole training step with each:"
-              f" {p['step']['reduce_window']['median'] * 1e3:.1f} / {p['step']['views']['median'] * 1e3:.1f} ms")
+        names = ("reduce_window", "tap_masks", "index")
+        print(f"max-pool fwd+bwd {p['config']:9} {p['shape']}, {' / '.join(names)}: "
+              + " / ".join(f"{p[v]['median'] * 1e3:.2f}" for v in names) + " ms; whole training step with each: "
+              + " / ".join(f"{p['step'][v]['median'] * 1e3:.1f}" for v in names) + " ms")
     results = {"machine": machine_info(), "rows": rows, "maxpool": pools}
     write_results(args.out, results)
     return results

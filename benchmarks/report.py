@@ -122,11 +122,12 @@ def markdown(out: Path) -> str:
                         ["config", "layer", "N", "HxW", "Cin->Cout", "k/s", "fwd", "dx", "dw", "plan", "plan loss ms"],
                         rows)
         for p in cs.get("maxpool", []):
+            names = ("reduce_window", "tap_masks", "index")
             lines.append(f"Max-pool 3x3/2 fwd+bwd, {p['config']} {p['shape']}: reduce_window (select_and_scatter "
-                         f"gradient) {p['reduce_window']['median'] * 1e3:.1f} ms, jaxmtl max_pool2d (shifted "
-                         f"views, first-max selects) {p['views']['median'] * 1e3:.1f} ms; the whole training "
-                         f"step with each (interleaved): {p['step']['reduce_window']['median'] * 1e3:.1f} / "
-                         f"{p['step']['views']['median'] * 1e3:.1f} ms.")
+                         "gradient) / tap_masks (first-max mask per tap) / index (jaxmtl max_pool2d, gathered "
+                         "first-max index): " + " / ".join(f"{p[v]['median'] * 1e3:.1f}" for v in names)
+                         + " ms; the whole training step with each (interleaved): "
+                         + " / ".join(f"{p['step'][v]['median'] * 1e3:.1f}" for v in names) + " ms.")
             lines.append("")
     return "\n".join(lines) + "\n"
 

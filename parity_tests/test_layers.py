@@ -66,6 +66,20 @@ def test_max_pool_gradient_routes_ties_like_torch(k, stride, pad):
                                float(jnp.vdot(jnp.asarray(t), dx)), rtol=1e-12)
 
 
+def test_max_pool_gradient_of_all_minus_inf_windows_like_torch():
+    """Windows whose inputs are all -inf tie with the -inf padding: torch routes their gradient to
+    the first input of the window, never to the padding (nor, through a flat index, to a pixel of
+    the row above)."""
+    x = RNG.standard_normal((1, 7, 7, 2))
+    x[:, :4, :4] = -np.inf
+    g = RNG.standard_normal((1, 2, 4, 4))
+    xt = nchw(x).requires_grad_(True)
+    torch.nn.functional.max_pool2d(xt, 3, 2, 1).backward(torch.from_numpy(g))
+    _, vjp = jax.vjp(lambda a: max_pool2d(a, 3, 2, 1), jnp.asarray(x))
+    (dx,) = vjp(jnp.asarray(np.transpose(g, (0, 2, 3, 1))))
+    np.testing.assert_array_equal(np.transpose(np.asarray(dx), (0, 3, 1, 2)), xt.grad.numpy())
+
+
 def test_batchnorm_train_step_and_running_stats_match_torch():
     x = RNG.standard_normal((4, 3, 3, 5)) * 3 + 1
     tbn = torch.nn.BatchNorm2d(5).double().train()
