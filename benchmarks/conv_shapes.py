@@ -15,7 +15,7 @@ against these winners (the "plan_agrees" column).
 from __future__ import annotations
 
 import argparse
-from functools import partial, reduce
+from functools import reduce
 from typing import Any
 
 import jax
@@ -27,6 +27,7 @@ from benchmarks.timing import aot_compile, machine_info, time_budgeted, time_int
 from jaxmtl.config import ModelConfig, get_config
 from jaxmtl.nn.conv import cpu_plan
 from jaxmtl.nn.conv_impl import FORMULATIONS, conv_by, formulations_for, out_size, shifted
+from jaxmtl.nn.pooling import max_pool2d
 
 DIRECTIONS = ("fwd", "dx", "dw")
 
@@ -101,16 +102,12 @@ def _maxpool_reduce_window(x: jax.Array) -> jax.Array:
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _maxpool_tap_masks(x: jax.Array, kernel_size: int, stride: int, padding: int) -> jax.Array:
-    """jaxmtl's former max_pool2d: the same forward and tie rule, the winner kept as a per-tap mask.
-
-    The tangent is sum over taps t of where(winner == t, view_t(dx), 0), so
-    reverse mode adds k*k padded terms, and XLA:CPU fuses the winner's
-    compare chain into each of them (a second copy of the padded input
-    feeds it); max_pool2d's gathered index replaced it.
-    """
-    return reduce(jnp.maximum, shifted(x, kernel_size, stride, padding, pad_value=-jnp.inf))
+# jaxmtl's former max_pool2d: the same forward (max_pool2d's own) and tie rule, the winner
+# kept as a per-tap mask. The tangent is sum over taps t of where(winner == t, view_t(dx), 0),
+# so reverse mode adds k*k padded terms, and XLA:CPU fuses the winner's compare chain into
+# each of them (a second copy of the padded input feeds it); max_pool2d's gathered index
+# replaced it.
+_maxpool_tap_masks = jax.custom_jvp(max_pool2d.fun, nondiff_argnums=(1, 2, 3))
 
 
 @_maxpool_tap_masks.defjvp
@@ -135,7 +132,6 @@ def maxpool_study(cfg: ModelConfig, budget_s: float) -> dict[str, Any]:
     """
     import jaxmtl.model as model_mod
     from benchmarks import steps_impl as S
-    from jaxmtl.nn.pooling import max_pool2d
 
     n, h = cfg.batch_size * cfg.seq_len, out_size(cfg.image_size, 7, 2, 3)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((n, h, h, cfg.widths[0])), jnp.float32)
@@ -192,7 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print_table(rows)
     pools = [maxpool_study(get_config(name), args.budget) for name in args.configs.split(",")]
     for p in pools:
-        names = ("reduce_window", "tap_masks", "index")
+        names = list(p["step"])  # the study's variants, in its order
         print(f"max-pool fwd+bwd {p['config']:9} {p['shape']}, {' / '.join(names)}: "
               + " / ".join(f"{p[v]['median'] * 1e3:.2f}" for v in names) + " ms; whole training step with each: "
               + " / ".join(f"{p['step'][v]['median'] * 1e3:.1f}" for v in names) + " ms")

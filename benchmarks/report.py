@@ -10,6 +10,11 @@ from typing import Any
 MODES = ("jax_jit", "jax_eager", "torch_eager", "torch_compile", "torch_func")
 
 
+# What each variant of convshapes' max-pool study is, by its key in results.json.
+MAXPOOL_LABELS = {"reduce_window": "select_and_scatter gradient", "tap_masks": "first-max mask per tap",
+                  "index": "jaxmtl max_pool2d, gathered first-max index"}
+
+
 def _allocator(m: dict) -> str:
     if m.get("allocator") == "mimalloc":
         return "mimalloc (preloaded)"
@@ -122,10 +127,10 @@ def markdown(out: Path) -> str:
                         ["config", "layer", "N", "HxW", "Cin->Cout", "k/s", "fwd", "dx", "dw", "plan", "plan loss ms"],
                         rows)
         for p in cs.get("maxpool", []):
-            names = ("reduce_window", "tap_masks", "index")
-            lines.append(f"Max-pool 3x3/2 fwd+bwd, {p['config']} {p['shape']}: reduce_window (select_and_scatter "
-                         "gradient) / tap_masks (first-max mask per tap) / index (jaxmtl max_pool2d, gathered "
-                         "first-max index): " + " / ".join(f"{p[v]['median'] * 1e3:.1f}" for v in names)
+            names = list(p["step"])
+            lines.append(f"Max-pool 3x3/2 fwd+bwd, {p['config']} {p['shape']}: "
+                         + " / ".join(f"{v} ({MAXPOOL_LABELS.get(v, v)})" for v in names) + ": "
+                         + " / ".join(f"{p[v]['median'] * 1e3:.1f}" for v in names)
                          + " ms; the whole training step with each (interleaved): "
                          + " / ".join(f"{p['step'][v]['median'] * 1e3:.1f}" for v in names) + " ms.")
             lines.append("")

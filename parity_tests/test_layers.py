@@ -80,6 +80,14 @@ def test_max_pool_gradient_of_all_minus_inf_windows_like_torch():
     np.testing.assert_array_equal(np.transpose(np.asarray(dx), (0, 3, 1, 2)), xt.grad.numpy())
 
 
+def test_max_pool_gradient_refuses_inputs_too_large_for_int32_indices():
+    """Traced abstractly (no memory): 1024 x 514 x 514 x 16 padded elements overflow the flat index."""
+    big = jax.ShapeDtypeStruct((1024, 512, 512, 16), jnp.float32)
+    with pytest.raises(ValueError, match="too many elements for int32"):
+        jax.eval_shape(jax.grad(lambda a: max_pool2d(a, 3, 2, 1).sum()), big)
+    jax.eval_shape(jax.grad(lambda a: max_pool2d(a, 3, 2, 1).sum()), jax.ShapeDtypeStruct((8, 512, 512, 16), jnp.float32))
+
+
 def test_batchnorm_train_step_and_running_stats_match_torch():
     x = RNG.standard_normal((4, 3, 3, 5)) * 3 + 1
     tbn = torch.nn.BatchNorm2d(5).double().train()
