@@ -1,42 +1,25 @@
-"""torch state_dict <-> JAX (params, batch_stats): one explicit table, shape-checked.
+"""The multi-task model's hand-written conversion table, and the torch-side edges of conversion.
 
-The table is the single source of truth for the mapping between
-`torch_ref.model.MultiTaskModel` and `jaxmtl.model.MultiTaskModel`. Both
-sides are plain {name: numpy array} dicts here; torch tensors and NNX states
-are converted at the edges. Every key must be used exactly once: a missing,
-unexpected or mis-shaped key raises one error naming all of them.
+`conversion_table(cfg)` is the mapping between `torch_ref.model.MultiTaskModel`
+and `jaxmtl.model.MultiTaskModel`, written out by hand; the parity harness
+derives the same table from the two modules (`jaxmtl.parity.derive`), and a
+test holds the two equal. Converting runs through the one table-driven loop,
+`jaxmtl.parity.tables.TableConversion`: every key used exactly once, a
+missing, unexpected or mis-shaped key one error naming all of them.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple
+from typing import Mapping
 
 import numpy as np
 
 from jaxmtl.config import ModelConfig
-from jaxmtl.trees import check_names_and_shapes
+from jaxmtl.parity.tables import LAYOUTS, ConversionError, Entry, TableConversion, check_keys
 
-
-class Entry(NamedTuple):
-    torch_key: str          # e.g. "backbone.layer1.0.conv1.weight"
-    jax_key: str            # e.g. "backbone/layer1/0/conv1/kernel"
-    collection: str         # "params" or "batch_stats"
-    kind: str               # how the array is laid out differently, see LAYOUTS
-    torch_shape: tuple      # the shape the torch side must have
-
-
-# kind -> (torch -> jax, jax -> torch, torch shape -> jax shape)
-LAYOUTS: dict[str, tuple[Callable, Callable, Callable]] = {
-    # torch conv weight OIHW, JAX kernel HWIO (NHWC activations).
-    "conv": (lambda w: np.transpose(w, (2, 3, 1, 0)), lambda k: np.transpose(k, (3, 2, 0, 1)),
-             lambda s: (s[2], s[3], s[1], s[0])),
-    # torch Linear/GRU weights are (out, in) for y = x W^T; JAX stores (in, out) for y = x K.
-    "matrix": (lambda w: np.ascontiguousarray(w.T), lambda k: np.ascontiguousarray(k.T),
-               lambda s: (s[1], s[0])),
-    "vector": (lambda v: v, lambda v: v, lambda s: s),
-    # num_batches_tracked is int64 in torch; JAX keeps int32 unless x64 is on.
-    "count": (lambda c: np.asarray(c, np.int32), lambda c: np.asarray(c, np.int64), lambda s: s),
-}
+__all__ = ["Entry", "LAYOUTS", "ConversionError", "conversion_table", "linear_entries", "torch_to_jax",
+           "jax_to_torch", "state_dict_numpy", "grads_numpy", "load_into_torch",
+           "torch_module_to_jax_state", "jax_state_to_torch_dict"]
 
 
 def _conv(t: str, j: str, cin: int, cout: int, k: int) -> list[Entry]:
@@ -51,7 +34,7 @@ def _bn(t: str, j: str, c: int) -> list[Entry]:
             Entry(f"{t}.num_batches_tracked", f"{j}/count", "batch_stats", "count", ())]
 
 
-def _linear(t: str, j: str, fin: int, fout: int) -> list[Entry]:
+def linear_entries(t: str, j: str, fin: int, fout: int) -> list[Entry]:
     return [Entry(f"{t}.weight", f"{j}/kernel", "params", "matrix", (fout, fin)),
             Entry(f"{t}.bias", f"{j}/bias", "params", "vector", (fout,))]
 
@@ -72,7 +55,7 @@ def conversion_table(cfg: ModelConfig) -> list[Entry]:
                 table += _conv(f"{t}.downsample.0", f"{j}/downsample_conv", cin, width, 1)
                 table += _bn(f"{t}.downsample.1", f"{j}/downsample_bn", width)
         in_ch = width
-    table += _linear("pose_head", "pose_head", cfg.feature_dim, cfg.f_pose)
+    table += linear_entries("pose_head", "pose_head", cfg.feature_dim, cfg.f_pose)
     h3, fin = 3 * cfg.gru_hidden, cfg.gru_input_dim
     # nn.GRU stacks the gates (r, z, n) along dim 0 of each tensor; the JAX GRU
     # keeps that order along the 3H axis, so a transpose is the whole conversion.
@@ -80,43 +63,21 @@ def conversion_table(cfg: ModelConfig) -> list[Entry]:
               Entry("gru.weight_hh_l0", "gru/w_hh", "params", "matrix", (h3, cfg.gru_hidden)),
               Entry("gru.bias_ih_l0", "gru/b_ih", "params", "vector", (h3,)),
               Entry("gru.bias_hh_l0", "gru/b_hh", "params", "vector", (h3,))]
-    table += _linear("vel_head", "vel_head", cfg.gru_hidden, cfg.f_vel)
-    table += _linear("classifier", "classifier", cfg.gru_hidden, cfg.num_classes)
+    table += linear_entries("vel_head", "vel_head", cfg.gru_hidden, cfg.f_vel)
+    table += linear_entries("classifier", "classifier", cfg.gru_hidden, cfg.num_classes)
     return table
-
-
-class ConversionError(ValueError):
-    """A state dict that does not fit the table: names every offending key."""
-
-
-def _check_keys(given: Mapping[str, np.ndarray], expected: dict[str, tuple], side: str) -> None:
-    check_names_and_shapes(given, expected, f"{side} state does not match the conversion table", ConversionError)
 
 
 def torch_to_jax(state_dict: Mapping[str, np.ndarray], cfg: ModelConfig,
                  collections: tuple[str, ...] = ("params", "batch_stats")) -> dict[str, dict[str, np.ndarray]]:
-    """numpy torch state_dict -> {"params": {jax name: array}, "batch_stats": {...}}.
-
-    All checks run before any array is converted: nothing is half-converted.
-    `collections=("params",)` converts a gradient dict (parameters only).
-    """
-    table = [e for e in conversion_table(cfg) if e.collection in collections]
-    _check_keys(state_dict, {e.torch_key: e.torch_shape for e in table}, "torch")
-    out: dict[str, dict[str, np.ndarray]] = {c: {} for c in collections}
-    for e in table:
-        out[e.collection][e.jax_key] = LAYOUTS[e.kind][0](np.asarray(state_dict[e.torch_key]))
-    return out
+    """numpy torch state_dict -> {"params": {jax name: array}, "batch_stats": {...}} by cfg's table."""
+    return TableConversion(tuple(conversion_table(cfg))).to_jax(state_dict, collections)
 
 
 def jax_to_torch(flat: Mapping[str, Mapping[str, np.ndarray]], cfg: ModelConfig,
                  collections: tuple[str, ...] = ("params", "batch_stats")) -> dict[str, np.ndarray]:
-    """{"params": {jax name: array}, "batch_stats": {...}} -> numpy torch state_dict."""
-    table = [e for e in conversion_table(cfg) if e.collection in collections]
-    for c in collections:
-        entries = [e for e in table if e.collection == c]
-        _check_keys(flat.get(c, {}), {e.jax_key: LAYOUTS[e.kind][2](e.torch_shape) for e in entries},
-                    f"JAX {c}")
-    return {e.torch_key: LAYOUTS[e.kind][1](np.asarray(flat[e.collection][e.jax_key])) for e in table}
+    """{"params": {jax name: array}, "batch_stats": {...}} -> numpy torch state_dict by cfg's table."""
+    return TableConversion(tuple(conversion_table(cfg))).to_torch(flat, collections)
 
 
 # ---- edges: torch tensors and NNX states --------------------------------------------
@@ -136,7 +97,7 @@ def load_into_torch(module, state_dict: Mapping[str, np.ndarray]) -> None:
     import torch
 
     current = module.state_dict()
-    _check_keys(state_dict, {k: tuple(v.shape) for k, v in current.items()}, "torch")
+    check_keys(state_dict, {k: tuple(v.shape) for k, v in current.items()}, "torch")
     module.load_state_dict({k: torch.as_tensor(np.asarray(v)).to(current[k].dtype)
                             for k, v in state_dict.items()}, strict=True)
 

@@ -34,7 +34,13 @@ def torch_batch(batch: Batch):
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
                cfg: ModelConfig, ocfg: OptimConfig) -> dict[str, float]:
     """One step; returns total, the loss parts and grad_norm (before clipping)."""
-    images, dyn, pose, vel, label = torch_batch(batch)
+    return train_step_tensors(model, optimizer, torch_batch(batch), cfg, ocfg)
+
+
+def train_step_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tensors,
+                       cfg: ModelConfig, ocfg: OptimConfig) -> dict[str, float]:
+    """`train_step` on (images NCHW, dyn, pose, vel, label int64) tensors (the parity harness's form)."""
+    images, dyn, pose, vel, label = tensors
     model.train()
     total, parts = multitask_loss(model(images, dyn), pose, vel, label, cfg)
     optimizer.zero_grad()

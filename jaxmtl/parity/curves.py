@@ -1,35 +1,23 @@
-"""Training-curve parity: N steps in both frameworks from the same weights on the same batches.
+"""Training-curve parity: what is compared after N optimizer steps, with which tolerance, and its plot.
 
-Both runs start from the torch-initialised weights of a ModelPair (converted
-through torch_ref/convert.py), see the motion data set's batches 0..N-1 in the
-same order, and use the same OptimConfig with clipping on: jaxmtl's jitted
-train_step (optax) against the textbook torch step (torch.optim,
-clip_grad_norm_). Checks per optimizer:
+`harness.training_run` trains both sides from the same converted weights on
+the same batches and returns a `TrainingRun`; `curve_checks` turns it into
   curve/<opt>             max over steps of |loss_jax - loss_torch| / |loss_torch|
-  params_after/<opt>      max rel_err over parameter tensors after N steps
-  batch_stats_after/<opt> max rel_err over running means / variances after N steps
+  params_after/<opt>      max rel_err over parameter tensors after the compared steps
+  batch_stats_after/<opt> max rel_err over BatchNorm statistics after them (if any)
+and `plot_curves` draws curves.png. The multi-task model's parity optimizers
+and batches are in multitask_port.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from jaxmtl.data import DataConfig, MotionDataset
-from jaxmtl.optim import OptimConfig, make_optimizer
 from jaxmtl.parity.checks import Check, check_from_errs
-from jaxmtl.parity.model_pair import NP_DTYPES, ModelPair
-from jaxmtl.trees import rel_err, tree_rel_errs
-
-# The parity settings: momentum + nesterov + weight decay for SGD, explicit weight
-# decay for AdamW; clip_norm=1.0 is active (tiny's gradient norms start near 30).
-PARITY_OPTIMIZERS: dict[str, OptimConfig] = {
-    "sgd": OptimConfig("sgd", lr=0.005, momentum=0.9, nesterov=True, weight_decay=1e-3, clip_norm=1.0),
-    "adam": OptimConfig("adam", lr=5e-4, clip_norm=1.0),
-    "adamw": OptimConfig("adamw", lr=5e-4, weight_decay=0.01, clip_norm=1.0),
-}
+from jaxmtl.trees import rel_err
 
 # Relative difference allowed, per check, on `tiny` (B=2, T=4), clipping on.
 # float64: both sides do the same arithmetic up to operation order; a rounding
@@ -45,7 +33,7 @@ PARITY_OPTIMIZERS: dict[str, OptimConfig] = {
 # parity runs therefore use step sizes where the trajectory is not chaotic
 # (lr 5e-4 for Adam/AdamW, 5e-3 for SGD), which leaves >= 2 decades below 1e-8.
 # float32: measured with `jaxmtl parity --dtype float32 --steps 100` (parity
-# learning rates above): the loss differs by 2.5e-7 at step 1 (float32 rounding
+# learning rates in multitask_port.PARITY_OPTIMIZERS): the loss differs by 2.5e-7 at step 1 (float32 rounding
 # of one forward pass), stays below ~1e-5 for the first ~8 steps, then jumps:
 # ~1e-3 by step 10-15 and 1e-2..2e-1 from step 20 on, for all three optimizers
 # (curves.png). float64 drifts only from 1e-16 to ~1e-11 over the same 100 steps,
@@ -70,85 +58,34 @@ CURVE_TOLERANCES: dict[str, dict[str, float]] = {
 }
 
 
-@dataclasses.dataclass
-class CurveRun:
+
+
+class TrainingRun(NamedTuple):
     optimizer: str
     jax_losses: np.ndarray
     torch_losses: np.ndarray
-    params_errs: dict[str, float]
-    stats_errs: dict[str, float]
+    compared_steps: int               # the curve check and the states cover steps 1..compared_steps
+    params_errs: dict
+    stats_errs: dict
 
     @property
     def rel_diffs(self) -> np.ndarray:
         return np.array([rel_err(j, t) for j, t in zip(self.jax_losses, self.torch_losses)])
 
 
-def curve_batches(pair: ModelPair, steps: int) -> list:
-    """The first `steps` training batches of the motion data set in the pair's dtype.
-
-    The training set size is fixed (100 steps' worth), so a shorter run sees the
-    same first batches as `jaxmtl parity --steps 100`.
-    """
-    data = MotionDataset(pair.cfg, DataConfig(seed=pair.seed, train_size=max(steps, 100) * pair.cfg.batch_size),
-                         dtype=NP_DTYPES[pair.dtype])
-    return [data.train_batch(s) for s in range(steps)]
-
-
-def make_jax_step(pair: ModelPair, name: str):
-    """(tx, the jitted JAX train_step) for optimizer `name`; jaxmtl.train caches the compiled step."""
-    from jaxmtl.train import compiled_steps
-
-    ocfg = PARITY_OPTIMIZERS[name]
-    return make_optimizer(ocfg), compiled_steps(pair.graphdef, pair.cfg, ocfg)[0]
-
-
-def run_curve(pair: ModelPair, name: str, batches: list, jax_step=None, compare_at: int | None = None) -> CurveRun:
-    """Trains both models len(batches) steps with optimizer `name`; the pair is left reset.
-
-    Parameters and statistics are compared after `compare_at` steps (default: the last).
-    """
-    from torch_ref.convert import jax_state_to_torch_dict, state_dict_numpy
-    from torch_ref.optim import make_optimizer as make_torch_optimizer
-    from torch_ref.train import train_step as torch_train_step
-
-    ocfg = PARITY_OPTIMIZERS[name]
-    tx, step_fn = jax_step or make_jax_step(pair, name)
-    params, stats = pair.params, pair.batch_stats
-    compare_at = min(compare_at or len(batches), len(batches))
-    opt_state = tx.init(params)
-    jax_losses = []
-    for i, batch in enumerate(batches):
-        params, stats, opt_state, metrics = step_fn(params, stats, opt_state, batch)
-        jax_losses.append(float(metrics["total"]))
-        if i + 1 == compare_at:
-            jax_state = jax_state_to_torch_dict(params, stats, pair.cfg)
-    pair.reset_torch()
-    model = pair.torch_model
-    optimizer = make_torch_optimizer(model.parameters(), ocfg)
-    torch_losses = []
-    for i, batch in enumerate(batches):
-        torch_losses.append(torch_train_step(model, optimizer, batch, pair.cfg, ocfg)["total"])
-        if i + 1 == compare_at:
-            torch_state = state_dict_numpy(model)
-    pair.reset_torch()
-    param_names = [n for n, _ in model.named_parameters()]
-    stat_names = [n for n in torch_state if "running_" in n]
-    return CurveRun(name, np.array(jax_losses), np.array(torch_losses),
-                    tree_rel_errs({n: jax_state[n] for n in param_names}, {n: torch_state[n] for n in param_names}),
-                    tree_rel_errs({n: jax_state[n] for n in stat_names}, {n: torch_state[n] for n in stat_names}))
-
-
-def curve_checks(run: CurveRun, dtype: str) -> list[Check]:
-    """curve over the compared steps (all in float64, COMPARE_STEPS in float32), params and stats after them."""
+def curve_checks(run: TrainingRun, dtype: str) -> list[Check]:
+    """curve over the compared steps, params and (if any) statistics after them."""
     tol = CURVE_TOLERANCES[dtype]
-    n = COMPARE_STEPS[dtype] or len(run.rel_diffs)
-    curve_errs = {f"step_{i + 1:03d}": float(e) for i, e in enumerate(run.rel_diffs[:n])}
-    return [check_from_errs(f"curve/{run.optimizer}", curve_errs, tol["curve"]),
-            check_from_errs(f"params_after/{run.optimizer}", run.params_errs, tol["params_after"]),
-            check_from_errs(f"batch_stats_after/{run.optimizer}", run.stats_errs, tol["batch_stats_after"])]
+    curve_errs = {f"step_{i + 1:03d}": float(e) for i, e in enumerate(run.rel_diffs[:run.compared_steps])}
+    checks = [check_from_errs(f"curve/{run.optimizer}", curve_errs, tol["curve"]),
+              check_from_errs(f"params_after/{run.optimizer}", run.params_errs, tol["params_after"])]
+    if run.stats_errs:
+        checks.append(check_from_errs(f"batch_stats_after/{run.optimizer}", run.stats_errs,
+                                      tol["batch_stats_after"]))
+    return checks
 
 
-def plot_curves(runs: list[CurveRun], path: Path, title: str = "") -> Path:
+def plot_curves(runs: list[TrainingRun], path: Path, title: str = "") -> Path:
     """Loss curves of both frameworks overlaid (top) and their relative difference, log axis (bottom)."""
     import matplotlib
 
@@ -175,18 +112,3 @@ def plot_curves(runs: list[CurveRun], path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
-
-
-def all_curve_checks(pair: ModelPair, optimizers: list[str], steps: int,
-                     plot_path: Path | None = None) -> tuple[list[Check], list[CurveRun]]:
-    """Runs every optimizer for `steps` steps; optionally writes the plot."""
-    unknown = [o for o in optimizers if o not in PARITY_OPTIMIZERS]
-    if unknown or steps < 1:
-        raise ValueError(f"need steps >= 1 and optimizers from {sorted(PARITY_OPTIMIZERS)}; "
-                         f"got steps={steps}, optimizers={optimizers}")
-    batches = curve_batches(pair, steps)
-    runs = [run_curve(pair, name, batches, compare_at=COMPARE_STEPS[pair.dtype]) for name in optimizers]
-    checks = [c for run in runs for c in curve_checks(run, pair.dtype)]
-    if plot_path is not None:
-        plot_curves(runs, plot_path, f"{pair.cfg.name}, {pair.dtype}, {steps} steps")
-    return checks, runs

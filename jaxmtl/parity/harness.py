@@ -1,11 +1,14 @@
 """A parity harness for any (torch module, NNX module) pair, not only the multi-task model.
 
-Give it the two modules, the conversion table between their parameters (a
-list of `torch_ref.convert.Entry` rows, laid out by `LAYOUTS`), one loss per
-framework and inputs per framework; it returns the same `Check` objects as
-`jaxmtl parity` and `report.write_report` turns them into the same report:
+Give it the two modules, one loss per framework and inputs per framework;
+the conversion table between their tensors is derived from the modules
+(`jaxmtl.parity.derive`) unless you pass one (rows of
+`jaxmtl.parity.tables.Entry`). It returns `Check` objects, and
+`report.write_report` turns them into report.md. `jaxmtl parity` runs the
+multi-task model through this same engine (`multitask_port.py`):
 
-    pair = make_pair(torch_mlp, nnx_mlp, table, torch_loss, jax_loss, dtype="float64")
+    pair = make_pair(torch_mlp, nnx_mlp, None, torch_loss, jax_loss, dtype="float64",
+                     example=(jax_inputs, torch_inputs))
     checks = compare(pair, [(jax_inputs, torch_inputs)], optimizers=[sgd_pair], steps=3)
 
 Weights start in torch and are converted to JAX, so a difference comes from
@@ -32,13 +35,10 @@ from flax import nnx
 
 from jaxmtl import cpu_compiler
 from jaxmtl.parity.checks import Check, check_from_errs
-from jaxmtl.parity.curves import CURVE_TOLERANCES
+from jaxmtl.parity.curves import CURVE_TOLERANCES, TrainingRun, curve_checks
 from jaxmtl.parity.precision import TOLERANCES
-from jaxmtl.trees import flatten_state, tree_rel_errs, unflatten_like
-
-# N-step training tolerances are the training-curve ones (curves.py: 1e-8 in float64,
-# 1e-3 in float32 from the measured float32 drift over 100 steps of `tiny`).
-TRAIN_TOLERANCES: dict[str, float] = {d: t["curve"] for d, t in CURVE_TOLERANCES.items()}
+from jaxmtl.parity.tables import TableConversion, require_x64
+from jaxmtl.trees import flatten_state, rel_err, tree_rel_errs, unflatten_like
 
 InputPair = tuple[Any, Any]  # (JAX inputs pytree, torch inputs pytree of numpy arrays)
 
@@ -53,50 +53,25 @@ class Conversion(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
-class TableConversion:
-    """The table-driven conversion of torch_ref/convert.py, for any table."""
-
-    table: tuple                       # of torch_ref.convert.Entry
-    layouts: Mapping[str, tuple] | None = None  # kind -> (to_jax, to_torch, shape); default LAYOUTS
-
-    def _layouts(self) -> Mapping[str, tuple]:
-        from torch_ref.convert import LAYOUTS
-
-        return self.layouts if self.layouts is not None else LAYOUTS
-
-    def to_jax(self, state_dict, collections=("params", "batch_stats")):
-        from torch_ref.convert import _check_keys
-
-        rows = [e for e in self.table if e.collection in collections]
-        _check_keys(state_dict, {e.torch_key: tuple(e.torch_shape) for e in rows}, "torch")
-        out: dict[str, dict[str, np.ndarray]] = {c: {} for c in collections}
-        for e in rows:
-            out[e.collection][e.jax_key] = self._layouts()[e.kind][0](np.asarray(state_dict[e.torch_key]))
-        return out
-
-    def to_torch(self, flat, collections=("params", "batch_stats")):
-        from torch_ref.convert import _check_keys
-
-        rows = [e for e in self.table if e.collection in collections]
-        for c in collections:
-            _check_keys(flat.get(c, {}), {e.jax_key: self._layouts()[e.kind][2](tuple(e.torch_shape))
-                                          for e in rows if e.collection == c}, f"JAX {c}")
-        return {e.torch_key: self._layouts()[e.kind][1](np.asarray(flat[e.collection][e.jax_key]))
-                for e in rows}
-
-
-@dataclasses.dataclass(frozen=True)
 class OptimizerPair:
     """The same optimizer in both libraries: torch_fn(parameters) -> torch.optim.Optimizer.
 
     `torch_before_step(parameters)` runs between backward() and step(), e.g.
     torch.nn.utils.clip_grad_norm_ (which optax expresses inside the chain).
+
+    A project with train steps of its own passes them instead of the textbook
+    loop, so the steps it ships are the ones checked:
+      jax_step(params, batch_stats, opt_state, jax_inputs) -> (params, batch_stats, opt_state, loss)
+      torch_step(module, optimizer, torch_inputs (numpy)) -> loss (float)
+    `optax_tx.init(params)` still gives the JAX optimizer state.
     """
 
     name: str
     torch_fn: Callable[[Any], Any]
     optax_tx: optax.GradientTransformation
     torch_before_step: Callable[[Any], Any] | None = None
+    jax_step: Callable | None = None
+    torch_step: Callable | None = None
 
 
 @dataclasses.dataclass
@@ -114,33 +89,55 @@ class PortPair:
     dtype: str
     validate: Callable[[Any], None] | None
     initial_state: dict[str, np.ndarray]
-    forward_fn: Callable = None       # jit: (params, stats, rest, inputs, train) -> (loss, outputs, stats)
+    forward_fn: Callable = None       # jit: (params, stats, rest, inputs, train) -> (loss, (outputs, stats))
     grad_fn: Callable = None          # jit value_and_grad of the train-mode loss
+    loss_parts: Mapping[str, float] = dataclasses.field(default_factory=dict)  # output -> weight in loss
+    part_grad_fn: Callable | None = None  # jit: (params, stats, rest, inputs) -> {part: grads}
 
     def reset_torch(self) -> None:
+        """Back to the initial weights and buffers, no gradients."""
         from torch_ref.convert import load_into_torch
 
         load_into_torch(self.torch_module, self.initial_state)
         self.torch_module.zero_grad(set_to_none=True)
 
 
-def make_pair(torch_module, nnx_module, table: Sequence | Conversion, torch_loss: Callable,
+def derive_pair_table(torch_module, nnx_module, torch_loss: Callable, jax_loss: Callable,
+                      example: InputPair, dtype: str) -> list:
+    """The conversion table of a pair, derived from one eval-mode forward of each loss on `example`."""
+    from jaxmtl.parity.derive import derive_table
+
+    return derive_table(torch_module, nnx_module,
+                        lambda m: torch_loss(m.eval(), to_torch(example[1]), False),
+                        lambda m: jax_loss(m, example[0], False), dtype)
+
+
+def make_pair(torch_module, nnx_module, table: Sequence | Conversion | None, torch_loss: Callable,
               jax_loss: Callable, *, dtype: str = "float64",
-              validate: Callable[[Any], None] | None = None) -> PortPair:
+              validate: Callable[[Any], None] | None = None, example: InputPair | None = None,
+              loss_parts: Mapping[str, float] | None = None) -> PortPair:
     """Converts the torch weights into the NNX module's structure and builds the jitted functions.
 
-    `table` is a list of Entry rows (or any object with to_jax/to_torch).
+    `table` is a list of Entry rows, any object with to_jax/to_torch, or None:
+    then the table is derived from the modules by one forward on `example`.
     `validate(jax_inputs)` runs on every input before anything is compiled.
+    `loss_parts` {output name: weight}: outputs of both losses that are weighted
+    parts of the total; each gets a gradient check of its own (grad/<part>), and
+    grad/weighted_sum checks that the weighted part gradients add up to the total.
     """
     from torch_ref.convert import state_dict_numpy
 
     if dtype not in TOLERANCES:
         raise ValueError(f"dtype must be one of {sorted(TOLERANCES)}, got {dtype!r}")
-    if dtype == "float64" and not jax.config.jax_enable_x64:
-        raise RuntimeError("float64 parity needs jax_enable_x64: call set_full_precision('float64') first")
+    require_x64(dtype)
+    initial = state_dict_numpy(torch_module)
+    if table is None:
+        if example is None:
+            raise ValueError("make_pair needs a table or example=(jax_inputs, torch_inputs) to derive one")
+        check_inputs_dtype(dtype, validate, example, "example")
+        table = derive_pair_table(torch_module, nnx_module, torch_loss, jax_loss, example, dtype)
     conversion = table if hasattr(table, "to_jax") else TableConversion(tuple(table))
     graphdef, p_template, s_template, rest = nnx.split(nnx_module, nnx.Param, nnx.BatchStat, ...)
-    initial = state_dict_numpy(torch_module)
     flat = conversion.to_jax(initial)
     params = unflatten_like(p_template, flat["params"])
     stats = unflatten_like(s_template, flat.get("batch_stats", {}))
@@ -152,56 +149,78 @@ def make_pair(torch_module, nnx_module, table: Sequence | Conversion, torch_loss
         loss, outputs = jax_loss(model, inputs, train)
         return loss, (outputs, nnx.state(model, nnx.BatchStat))
 
+    parts = dict(loss_parts or {})
+
+    def part_grads(p, s, r, inputs):
+        # One forward, one vjp per part with a unit cotangent on that part alone.
+        values, vjp = jax.vjp(lambda p: {k: run(p, s, r, inputs, True)[1][0][k] for k in parts}, p)
+        return {k: vjp({q: (1.0 if q == k else 0.0) * jax.numpy.ones_like(v) for q, v in values.items()})[0]
+                for k in parts}
+
     # Compiled as jaxmtl compiles its own steps (jaxmtl/cpu_compiler.py), so a port
     # is checked on the build it trains with.
     forward_fn = cpu_compiler.jit(run, static_argnums=4)
     grad_fn = cpu_compiler.jit(jax.value_and_grad(lambda p, s, r, x: run(p, s, r, x, True), has_aux=True))
     return PortPair(torch_module, graphdef, params, stats, rest, conversion, torch_loss, jax_loss,
-                    dtype, validate, initial, forward_fn, grad_fn)
+                    dtype, validate, initial, forward_fn, grad_fn, parts,
+                    cpu_compiler.jit(part_grads) if parts else None)
 
 
 # ---- inputs ----------------------------------------------------------------------------
 
-def check_inputs(pair: PortPair, inputs: InputPair, where: str = "inputs") -> None:
+def check_inputs_dtype(dtype: str, validate, inputs: InputPair, where: str = "inputs") -> None:
     """One clear ValueError before any compilation: the user's validator, then dtype and finiteness."""
     jax_in, torch_in = inputs
-    if pair.validate is not None:
-        pair.validate(jax_in)
+    if validate is not None:
+        validate(jax_in)
     for side, tree in (("JAX", jax_in), ("torch", torch_in)):
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
             arr = np.asarray(leaf)
             name = f"{where} ({side}){jax.tree_util.keystr(path)}"
             if np.issubdtype(arr.dtype, np.floating):
-                if arr.dtype != np.dtype(pair.dtype):
-                    raise ValueError(f"{name} has dtype {arr.dtype}, the pair runs in {pair.dtype}")
+                if arr.dtype != np.dtype(dtype):
+                    raise ValueError(f"{name} has dtype {arr.dtype}, the pair runs in {dtype}")
                 if not np.all(np.isfinite(arr)):
                     raise ValueError(f"{name} holds a non-finite value at index "
                                      f"{tuple(np.argwhere(~np.isfinite(arr))[0])}")
 
 
-def _to_torch(tree):
+def check_inputs(pair: PortPair, inputs: InputPair, where: str = "inputs") -> None:
+    check_inputs_dtype(pair.dtype, pair.validate, inputs, where)
+
+
+def to_torch(tree):
+    """A pytree of numpy arrays as torch tensors (copies)."""
     import torch
 
     return jax.tree.map(lambda a: torch.from_numpy(np.array(a)), tree)
 
 
+
 # ---- the torch side --------------------------------------------------------------------
 
 def _torch_run(pair: PortPair, torch_in, train: bool, grads: bool):
-    """(loss, outputs, grads or None) in numpy; grads by parameter name, unused -> zeros."""
+    """(outputs with "loss", {"total" and each loss part: grads} or None) in numpy.
+
+    Gradients by parameter name; a parameter a loss does not reach gets zeros.
+    The part backward calls share one graph, hence retain_graph.
+    """
     import torch
 
     module = pair.torch_module.train(train)
     with torch.set_grad_enabled(grads):
-        loss, outputs = pair.torch_loss(module, _to_torch(torch_in), train)
+        loss, outputs = pair.torch_loss(module, to_torch(torch_in), train)
     out = {k: v.detach().numpy() for k, v in outputs.items()}
     out["loss"] = loss.detach().numpy()
     if not grads:
         return out, None
     names, params = zip(*module.named_parameters())
-    gs = torch.autograd.grad(loss, params, allow_unused=True)
-    return out, {n: (np.zeros(tuple(p.shape), p.detach().numpy().dtype) if g is None else g.numpy())
-                 for n, p, g in zip(names, params, gs)}
+    result = {}
+    for name, target in [*((k, outputs[k]) for k in pair.loss_parts), ("total", loss)]:
+        gs = torch.autograd.grad(target, params, allow_unused=True, retain_graph=name != "total")
+        result[name] = {n: (np.zeros(tuple(p.shape), p.detach().numpy().dtype) if g is None else g.numpy())
+                        for n, p, g in zip(names, params, gs)}
+    return out, result
 
 
 def _torch_state(pair: PortPair, collection: str) -> dict[str, np.ndarray]:
@@ -221,9 +240,12 @@ def _named(pair: PortPair, flat: Mapping[str, np.ndarray], collection: str) -> d
     return pair.conversion.to_torch({collection: flat}, (collection,))
 
 
-def _jax_out(loss, outputs) -> dict[str, np.ndarray]:
+def _jax_out(pair: PortPair, loss, outputs) -> dict[str, np.ndarray]:
     out = {k: np.asarray(v) for k, v in outputs.items()}
     out["loss"] = np.asarray(loss)
+    for k, v in out.items():  # a silent float32 <-> float64 promotion would make the check meaningless
+        if np.issubdtype(v.dtype, np.floating) and v.dtype != np.dtype(pair.dtype):
+            raise TypeError(f"JAX output {k} has dtype {v.dtype}, the pair runs in {pair.dtype}")
     return out
 
 
@@ -241,7 +263,7 @@ def forward_checks(pair: PortPair, inputs: InputPair, *, train: bool = True) -> 
     loss, (outputs, stats) = pair.forward_fn(pair.params, pair.batch_stats, pair.rest, inputs[0], train)
     torch_out, _ = _torch_run(pair, inputs[1], train, grads=False)
     checks = [check_from_errs(f"forward/{'train' if train else 'eval'}",
-                              tree_rel_errs(_jax_out(loss, outputs), torch_out), tol)]
+                              tree_rel_errs(_jax_out(pair, loss, outputs), torch_out), tol)]
     if train and _has_stats(pair):
         checks.append(check_from_errs("batch_stats", tree_rel_errs(
             _named(pair, flatten_state(stats), "batch_stats"), _torch_state(pair, "batch_stats")), tol))
@@ -249,76 +271,117 @@ def forward_checks(pair: PortPair, inputs: InputPair, *, train: bool = True) -> 
 
 
 def gradient_checks(pair: PortPair, inputs: InputPair) -> list[Check]:
-    """grad/total: the gradient of the train-mode loss for every parameter tensor."""
+    """grad/total: the gradient of the train-mode loss for every parameter tensor; with loss
+    parts also grad/<part> each, and grad/weighted_sum (JAX's weighted parts add up to its total)."""
     check_inputs(pair, inputs)
+    tol = TOLERANCES[pair.dtype]
     pair.reset_torch()
     (_, _), grads = pair.grad_fn(pair.params, pair.batch_stats, pair.rest, inputs[0])
     _, torch_grads = _torch_run(pair, inputs[1], True, grads=True)
-    return [check_from_errs("grad/total", tree_rel_errs(
-        _named(pair, flatten_state(grads), "params"), torch_grads), TOLERANCES[pair.dtype])]
-
-
-def training_checks(pair: PortPair, batches: Sequence[InputPair], opt: OptimizerPair,
-                    tolerance: float | None = None) -> list[Check]:
-    """len(batches) optimizer steps on each side: curve/<name>, params_after/<name>, batch_stats_after/<name>.
-
-    torch runs the textbook loop (zero_grad, backward, step); JAX reuses the
-    pair's compiled gradient and applies the optax update, jitted on its own.
-    """
-    for i, b in enumerate(batches):
-        check_inputs(pair, b, f"batch {i}")
-    tol = TRAIN_TOLERANCES[pair.dtype] if tolerance is None else tolerance
-    pair.reset_torch()
-    module = pair.torch_module.train()
-    torch_opt = opt.torch_fn(module.parameters())
-    params, stats = pair.params, pair.batch_stats
-    opt_state = opt.optax_tx.init(params)
-    update = cpu_compiler.jit(lambda g, o, p: _apply(opt.optax_tx, g, o, p))
-    jax_curve, torch_curve = {}, {}
-    for i, (jax_in, torch_in) in enumerate(batches):
-        (loss, (_, stats)), grads = pair.grad_fn(params, stats, pair.rest, jax_in)
-        params, opt_state = update(grads, opt_state, params)
-        jax_curve[f"step {i}"] = np.asarray(loss)
-        torch_opt.zero_grad()
-        t_loss, _ = pair.torch_loss(module, _to_torch(torch_in), True)
-        t_loss.backward()
-        if opt.torch_before_step is not None:
-            opt.torch_before_step(module.parameters())
-        torch_opt.step()
-        torch_curve[f"step {i}"] = t_loss.detach().numpy()
-    checks = [check_from_errs(f"curve/{opt.name}", tree_rel_errs(jax_curve, torch_curve), tol)]
-    from torch_ref.convert import state_dict_numpy
-
-    torch_sd = state_dict_numpy(module)
-    jax_named = _named(pair, flatten_state(params), "params")
-    checks.append(check_from_errs(f"params_after/{opt.name}", tree_rel_errs(
-        jax_named, {k: torch_sd[k] for k in jax_named}), tol))
-    if _has_stats(pair):
-        jax_stats = _named(pair, flatten_state(stats), "batch_stats")
-        checks.append(check_from_errs(f"batch_stats_after/{opt.name}", tree_rel_errs(
-            jax_stats, {k: torch_sd[k] for k in jax_stats}), tol))
+    jax_named = {"total": _named(pair, flatten_state(grads), "params")}
+    if pair.loss_parts:
+        part_grads = pair.part_grad_fn(pair.params, pair.batch_stats, pair.rest, inputs[0])
+        jax_named.update({k: _named(pair, flatten_state(g), "params") for k, g in part_grads.items()})
+    checks = [check_from_errs(f"grad/{k}", tree_rel_errs(jax_named[k], torch_grads[k]), tol)
+              for k in ["total", *pair.loss_parts]]
+    if pair.loss_parts:
+        summed = {n: sum(w * jax_named[k][n] for k, w in pair.loss_parts.items()) for n in jax_named["total"]}
+        checks.append(check_from_errs("grad/weighted_sum", tree_rel_errs(summed, jax_named["total"]), tol))
     return checks
 
 
-def _apply(tx: optax.GradientTransformation, grads, opt_state, params):
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+def _default_jax_step(pair: PortPair, tx: optax.GradientTransformation) -> Callable:
+    def apply(grads, opt_state, params):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    update = cpu_compiler.jit(apply)
+
+    def step(params, stats, opt_state, jax_in):
+        (loss, (_, stats)), grads = pair.grad_fn(params, stats, pair.rest, jax_in)
+        params, opt_state = update(grads, opt_state, params)
+        return params, stats, opt_state, loss
+
+    return step
+
+
+def _default_torch_step(pair: PortPair, opt: OptimizerPair) -> Callable:
+    def step(module, optimizer, torch_in):
+        optimizer.zero_grad()
+        loss, _ = pair.torch_loss(module.train(), to_torch(torch_in), True)
+        loss.backward()
+        if opt.torch_before_step is not None:
+            opt.torch_before_step(module.parameters())
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
+def training_run(pair: PortPair, batches: Sequence[InputPair], opt: OptimizerPair,
+                 compare_at: int | None = None) -> TrainingRun:
+    """len(batches) optimizer steps on each side from the pair's initial weights.
+
+    Parameters and statistics are compared after `compare_at` steps (default:
+    the last), the loss at every step up to it. The pair is left reset.
+    """
+    from torch_ref.convert import state_dict_numpy
+
+    for i, b in enumerate(batches):
+        check_inputs(pair, b, f"batch {i}")
+    compare_at = min(compare_at or len(batches), len(batches))
+    jax_step = opt.jax_step or _default_jax_step(pair, opt.optax_tx)
+    params, stats, opt_state = pair.params, pair.batch_stats, opt.optax_tx.init(pair.params)
+    jax_losses = []
+    for i, (jax_in, _) in enumerate(batches):
+        params, stats, opt_state, loss = jax_step(params, stats, opt_state, jax_in)
+        jax_losses.append(float(loss))
+        if i + 1 == compare_at:
+            jax_params = _named(pair, flatten_state(params), "params")
+            jax_stats = _named(pair, flatten_state(stats), "batch_stats") if _has_stats(pair) else {}
+    pair.reset_torch()
+    module = pair.torch_module.train()
+    torch_opt = opt.torch_fn(module.parameters())
+    torch_step = opt.torch_step or _default_torch_step(pair, opt)
+    torch_losses = []
+    for i, (_, torch_in) in enumerate(batches):
+        torch_losses.append(float(torch_step(module, torch_opt, torch_in)))
+        if i + 1 == compare_at:
+            torch_sd = state_dict_numpy(module)
+    pair.reset_torch()
+    return TrainingRun(opt.name, np.array(jax_losses), np.array(torch_losses), compare_at,
+                       tree_rel_errs(jax_params, {k: torch_sd[k] for k in jax_params}),
+                       tree_rel_errs(jax_stats, {k: torch_sd[k] for k in jax_stats}))
+
+
+def training_checks(pair: PortPair, batches: Sequence[InputPair], opt: OptimizerPair,
+                    compare_at: int | None = None) -> list[Check]:
+    """curve/<name>, params_after/<name> and (with statistics) batch_stats_after/<name>."""
+    return curve_checks(training_run(pair, batches, opt, compare_at), pair.dtype)
 
 
 def compare(pair: PortPair, batches: Sequence[InputPair], *, eval_forward: bool = True,
-            optimizers: Sequence[OptimizerPair] = (), steps: int = 0) -> list[Check]:
-    """forward/train, batch_stats, forward/eval, grad/total on batches[0]; then `steps`
-    training steps per optimizer pair on batches[0..steps) (cycled)."""
+            optimizers: Sequence[OptimizerPair] = (), steps: int = 0,
+            train_batches: Sequence[InputPair] | None = None, compare_at: int | None = None,
+            runs: list | None = None) -> list[Check]:
+    """forward/train, batch_stats, forward/eval, grad/total (and parts) on batches[0]; then `steps`
+    training steps per optimizer pair on `train_batches` (default: batches[0..steps), cycled).
+
+    `runs`, if given, receives each optimizer's TrainingRun (for curves.png).
+    """
     if not batches:
         raise ValueError("compare needs at least one (jax_inputs, torch_inputs) pair")
-    for i, b in enumerate(batches):  # every input is checked before the first compilation
+    train_batches = list(train_batches) if train_batches is not None else \
+        [batches[i % len(batches)] for i in range(steps)]
+    for i, b in enumerate([*batches, *train_batches]):  # every input is checked before the first compilation
         check_inputs(pair, b, f"batch {i}")
     checks = forward_checks(pair, batches[0], train=True)
     if eval_forward:
         checks += forward_checks(pair, batches[0], train=False)
     checks += gradient_checks(pair, batches[0])
-    train_batches = [batches[i % len(batches)] for i in range(steps)]
-    for opt in optimizers if steps else ():
-        checks += training_checks(pair, train_batches, opt)
+    for opt in optimizers if train_batches else ():
+        run = training_run(pair, train_batches, opt, compare_at)
+        if runs is not None:
+            runs.append(run)
+        checks += curve_checks(run, pair.dtype)
     return checks
-

@@ -1,8 +1,11 @@
-"""The multi-task model as one `harness.make_pair` call: its losses, inputs and table.
+"""The multi-task model as one `harness.make_pair` call: its losses, inputs, optimizers and train steps.
 
-This is what a user writes to point the generic harness at a port; the
-mutation tests pass deliberately wrong variants through `jax_model_fn`,
-`jax_loss` or `table`.
+This is what `jaxmtl parity` runs, and what a user writes to point the generic
+harness at a port. The table is derived from the two models
+(`jaxmtl.parity.derive`) unless one is given; training runs through the
+project's own train steps (`jaxmtl.train.compiled_steps` and
+`torch_ref.train.train_step_tensors`). The mutation tests pass deliberately
+wrong variants through `jax_model_fn`, `loss` or `table`.
 """
 
 from __future__ import annotations
@@ -15,8 +18,23 @@ from flax import nnx
 from jaxmtl.batch import Batch, random_batch, validate_batch
 from jaxmtl.config import ModelConfig
 from jaxmtl.functional import init_model
-from jaxmtl.losses import multitask_loss
-from jaxmtl.parity.harness import InputPair, PortPair, make_pair
+from jaxmtl.losses import LOSS_PARTS, multitask_loss
+from jaxmtl.optim import OptimConfig, make_optimizer
+from jaxmtl.parity.harness import InputPair, OptimizerPair, PortPair, make_pair
+
+# The parity settings: momentum + nesterov + weight decay for SGD, explicit weight
+# decay for AdamW; clip_norm=1.0 is active (tiny's gradient norms start near 30).
+# Why these step sizes: curves.py (CURVE_TOLERANCES).
+PARITY_OPTIMIZERS: dict[str, OptimConfig] = {
+    "sgd": OptimConfig("sgd", lr=0.005, momentum=0.9, nesterov=True, weight_decay=1e-3, clip_norm=1.0),
+    "adam": OptimConfig("adam", lr=5e-4, clip_norm=1.0),
+    "adamw": OptimConfig("adamw", lr=5e-4, weight_decay=0.01, clip_norm=1.0),
+}
+
+
+def loss_weights(cfg: ModelConfig) -> dict[str, float]:
+    """{loss part: its weight in the total}, the `loss_parts` of the pair."""
+    return dict(zip(LOSS_PARTS, (1.0, cfg.w_pose, cfg.w_vel)))
 
 
 def jax_loss(model, batch: Batch, train: bool, cfg: ModelConfig, loss=multitask_loss):
@@ -35,13 +53,53 @@ def torch_loss(module, batch: Batch, train: bool, cfg: ModelConfig):
     return total, {**outputs, **parts}
 
 
+def input_pair(b: Batch) -> InputPair:
+    """(JAX batch NHWC, torch batch NCHW with int64 labels) from the same arrays."""
+    return b, b._replace(images=b.images_nchw(), label=np.asarray(b.label, np.int64))
+
+
 def batches(cfg: ModelConfig, dtype: str, seeds: Sequence[int]) -> list[InputPair]:
-    """(JAX batch NHWC, torch batch NCHW) pairs from the same arrays."""
-    out = []
-    for seed in seeds:
-        b = random_batch(cfg, seed, np.dtype(dtype).type)
-        out.append((b, b._replace(images=b.images_nchw(), label=np.asarray(b.label, np.int64))))
-    return out
+    """Random batches (`jaxmtl.batch.random_batch`) as input pairs."""
+    return [input_pair(random_batch(cfg, seed, np.dtype(dtype).type)) for seed in seeds]
+
+
+def curve_batches(cfg: ModelConfig, dtype: str, seed: int, steps: int) -> list[InputPair]:
+    """The first `steps` training batches of the motion data set, as input pairs.
+
+    The training set size is fixed (100 steps' worth), so a shorter run sees the
+    same first batches as `jaxmtl parity --steps 100`.
+    """
+    from jaxmtl.data import DataConfig, MotionDataset
+
+    data = MotionDataset(cfg, DataConfig(seed=seed, train_size=max(steps, 100) * cfg.batch_size),
+                         dtype=np.dtype(dtype).type)
+    return [input_pair(data.train_batch(s)) for s in range(steps)]
+
+
+def optimizer_pair(pair: PortPair, cfg: ModelConfig, ocfg: OptimConfig, name: str | None = None) -> OptimizerPair:
+    """`ocfg` through the project's own train steps on both sides (clipping included)."""
+    from jaxmtl.train import compiled_steps
+    from torch_ref.optim import make_optimizer as torch_make_optimizer
+    from torch_ref.train import train_step_tensors
+
+    step = compiled_steps(pair.graphdef, cfg, ocfg)[0]
+
+    def jax_step(params, stats, opt_state, batch):
+        params, stats, opt_state, metrics = step(params, stats, opt_state, batch)
+        return params, stats, opt_state, metrics["total"]
+
+    def torch_step(module, optimizer, b: Batch):
+        tensors = [b.images, b.dyn, b.pose, b.vel, b.label]
+        return train_step_tensors(module, optimizer, [_tensor(a) for a in tensors], cfg, ocfg)["total"]
+
+    return OptimizerPair(name or ocfg.name, lambda ps: torch_make_optimizer(ps, ocfg), make_optimizer(ocfg),
+                         jax_step=jax_step, torch_step=torch_step)
+
+
+def _tensor(a):
+    import torch
+
+    return torch.from_numpy(np.array(a))
 
 
 def multitask_pair(cfg: ModelConfig, dtype: str = "float64", seed: int = 0, *,
@@ -51,16 +109,17 @@ def multitask_pair(cfg: ModelConfig, dtype: str = "float64", seed: int = 0, *,
 
     The NNX model is built abstractly (`nnx.eval_shape`): only its structure is
     used, the values come from torch, so no JAX random initialisation runs.
+    `table=None` derives the conversion table from the two models.
     """
     import torch
 
-    from torch_ref.convert import conversion_table
     from torch_ref.model import build_model
 
     torch_model = build_model(cfg, seed, {"float32": torch.float32, "float64": torch.float64}[dtype])
     nnx_model = nnx.eval_shape(lambda: (jax_model_fn or init_model)(cfg))
     return make_pair(
-        torch_model, nnx_model, conversion_table(cfg) if table is None else table,
+        torch_model, nnx_model, table,
         lambda m, b, train: torch_loss(m, b, train, cfg),
         lambda m, b, train: jax_loss(m, b, train, cfg, loss),
-        dtype=dtype, validate=lambda b: validate_batch(b, cfg))
+        dtype=dtype, validate=lambda b: validate_batch(b, cfg),
+        example=batches(cfg, dtype, [seed])[0], loss_parts=loss_weights(cfg))

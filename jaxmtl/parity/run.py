@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jaxmtl.config import CONFIGS, get_config
 from jaxmtl.parity.checks import Check, summarize
+from jaxmtl.parity.curves import curve_checks
 from jaxmtl.parity.precision import TOLERANCES, set_full_precision
 
 
@@ -58,23 +59,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"jaxmtl parity: error: {e}", file=sys.stderr)
         return 2
     set_full_precision(args.dtype)  # before any JAX array exists
-    from jaxmtl.parity.model_pair import build_model_pair, forward_and_stats_checks, gradient_checks
+    from jaxmtl.parity import harness, multitask_port
+    from jaxmtl.parity.curves import COMPARE_STEPS, plot_curves
 
     cfg = get_config(args.config)
     print(f"parity: config={cfg.name} dtype={args.dtype} seed={args.seed}", file=sys.stderr)
-    pair = build_model_pair(cfg, args.dtype, args.seed)
+    pair = multitask_port.multitask_pair(cfg, args.dtype, args.seed)
     checks: list[Check] = []
-    for group in (forward_and_stats_checks, gradient_checks):
-        for check in group(pair):
-            print(check.line(), file=sys.stderr, flush=True)
-            checks.append(check)
+    single = multitask_port.batches(cfg, args.dtype, [1000 + args.seed])
+    for check in harness.compare(pair, single):
+        print(check.line(), file=sys.stderr, flush=True)
+        checks.append(check)
     if curve_optimizers:
-        from jaxmtl.parity.curves import all_curve_checks
-
-        curve, _ = all_curve_checks(pair, curve_optimizers, args.steps, args.out / "curves.png")
-        for check in curve:
-            print(check.line(), file=sys.stderr, flush=True)
-        checks.extend(curve)
+        train = multitask_port.curve_batches(cfg, args.dtype, args.seed, args.steps)
+        runs = []
+        for name in curve_optimizers:
+            opt = multitask_port.optimizer_pair(pair, cfg, multitask_port.PARITY_OPTIMIZERS[name])
+            run_ = harness.training_run(pair, train, opt, COMPARE_STEPS[args.dtype])
+            runs.append(run_)
+            for check in curve_checks(run_, args.dtype):
+                print(check.line(), file=sys.stderr, flush=True)
+                checks.append(check)
+        plot_curves(runs, args.out / "curves.png", f"{cfg.name}, {args.dtype}, {args.steps} steps")
         print(f"parity: curves -> {args.out / 'curves.png'}", file=sys.stderr)
     doc = write_parity_json(args.out / "parity.json", cfg.name, args.dtype, checks)
     from jaxmtl.parity.report import failure_lines, write_report
@@ -83,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     meta = {"config": cfg.name, "dtype": args.dtype, "seed": str(args.seed),
             "models": "torch_ref.model.MultiTaskModel (reference) vs jaxmtl.model.MultiTaskModel, "
-                      "weights initialised in torch and converted by torch_ref/convert.py"}
+                      "weights initialised in torch and converted by the table derived from the two "
+                      "models (jaxmtl.parity.derive)"}
     print(f"parity: report -> {write_report(args.out, checks, meta)}", file=sys.stderr)
     print(f"parity: {'PASSED' if doc['passed'] else 'FAILED'} -> {args.out / 'parity.json'}", file=sys.stderr)
     return 0 if doc["passed"] else 1

@@ -14,7 +14,8 @@ from torch import nn
 
 from jaxmtl.config import RESNET18
 from jaxmtl.tutorials.inputs import resnet18_inputs
-from torch_ref.convert import LAYOUTS, _check_keys, _linear, conversion_table, state_dict_numpy
+from jaxmtl.parity.tables import TableConversion
+from torch_ref.convert import conversion_table, linear_entries, state_dict_numpy
 from torch_ref.model import ResNet
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -39,18 +40,13 @@ def build(num_classes: int, seed: int = 0, dtype: str = "float64") -> ResNet18:
 def table(num_classes: int):
     """The `backbone.` entries of torch_ref/convert.py's table plus its Linear entries for fc."""
     entries = [e for e in conversion_table(RESNET18) if e.torch_key.startswith("backbone.")]
-    return entries + _linear("fc", "fc", RESNET18.widths[-1], num_classes)
+    return entries + linear_entries("fc", "fc", RESNET18.widths[-1], num_classes)
 
 
 def to_jax(model: ResNet18, num_classes: int, state: dict | None = None) -> dict[str, dict[str, np.ndarray]]:
     """{"params": {JAX name: array}, "batch_stats": {...}} of the model (or of a numpy state_dict)."""
     sd = state if state is not None else state_dict_numpy(model)
-    entries = table(num_classes)
-    _check_keys(sd, {e.torch_key: e.torch_shape for e in entries}, "torch resnet18")
-    out: dict[str, dict[str, np.ndarray]] = {"params": {}, "batch_stats": {}}
-    for e in entries:
-        out[e.collection][e.jax_key] = LAYOUTS[e.kind][0](np.asarray(sd[e.torch_key]))
-    return out
+    return TableConversion(tuple(table(num_classes))).to_jax(sd)
 
 
 def _inputs(num_classes: int, dtype: str):
