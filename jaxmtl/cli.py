@@ -1,4 +1,4 @@
-"""`jaxmtl train | parity | tutorials`: a thin dispatcher.
+"""`jaxmtl train | parity | tutorials | convert`: a thin dispatcher.
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and
 `run(args) -> int` (the exit status); a module is imported only when its
@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "train": ("jaxmtl.main", "train the multi-task model (JAX or the torch reference)"),
     "parity": ("jaxmtl.parity.run", "compare the JAX port with the torch reference; write parity.json"),
     "tutorials": ("jaxmtl.tutorials.run", "list or run the seed tutorials' examples side by side"),
+    "convert": ("jaxmtl.parity.convert_cli", "torch checkpoint <-> JAX checkpoint (safetensors, npz, orbax)"),
 }
 
 
