@@ -13,7 +13,6 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 from jaxmtl.config import TINY  # noqa: E402
-from jaxmtl.parity.precision import set_full_precision  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,30 +34,23 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def pairs():
-    """{"float64": ModelPair, "float32": ModelPair} on the tiny config, built lazily."""
-    from jaxmtl.parity.model_pair import build_model_pair
+    """pairs(dtype): the multi-task model on the tiny config as a harness pair, built once."""
+    import mutants
 
-    cache = {}
-
-    def get(dtype: str):
-        if dtype not in cache:
-            set_full_precision(dtype)
-            cache[dtype] = build_model_pair(TINY, dtype, seed=0)
-        return cache[dtype]
-
-    return get
+    return mutants.multitask_pairs
 
 
 @pytest.fixture(scope="session")
 def model_check_results(pairs):
-    """The single-point checks per dtype, computed once and shared by the tests."""
-    from jaxmtl.parity.model_pair import model_checks
+    """The single-point checks (`jaxmtl parity`'s, through harness.compare) per dtype, computed once."""
+    from jaxmtl.parity import harness
+    from jaxmtl.parity.multitask_port import batches
 
     cache = {}
 
     def get(dtype: str):
         if dtype not in cache:
-            cache[dtype] = {c.name: c for c in model_checks(pairs(dtype))}
+            cache[dtype] = {c.name: c for c in harness.compare(pairs(dtype), batches(TINY, dtype, [1000]))}
         return cache[dtype]
 
     return get

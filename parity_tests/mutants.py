@@ -24,7 +24,7 @@ from jaxmtl.config import TINY, ModelConfig
 from jaxmtl.functional import init_model
 from jaxmtl.nn import GRU, BatchNorm2d
 from jaxmtl.nn.gru import gru_scan
-from jaxmtl.parity.harness import TableConversion
+from jaxmtl.parity.tables import Layout, TableConversion
 
 from heads_pair import (HeadsBatch, JaxHeads, correct_heads_pair, heads_batches, heads_pair,  # noqa: F401
                         heads_table, torch_heads)
@@ -48,13 +48,18 @@ def one_torch_thread():
 
 
 @functools.cache
-def multitask_pair64():
-    """The multi-task model as a harness pair, float64, tiny: its jitted gradient is compiled once."""
+def multitask_pairs(dtype: str):
+    """The multi-task model (tiny, torch seed 0) as a harness pair per dtype, built once per session
+    (conftest's `pairs` fixture is this function): its jitted functions compile once."""
     from jaxmtl.parity.multitask_port import multitask_pair
     from jaxmtl.parity.precision import set_full_precision
 
-    set_full_precision("float64")
-    return multitask_pair(TINY, "float64")
+    set_full_precision(dtype)
+    return multitask_pair(TINY, dtype)
+
+
+def multitask_pair64():
+    return multitask_pairs("float64")
 
 
 @functools.cache
@@ -113,6 +118,41 @@ def with_biased_var(cfg: ModelConfig):
     return model
 
 
+class StopGradMeanBatchNorm(BatchNorm2d):
+    """Treats the batch mean as a constant in the backward pass (a hand-written BN backward that
+    forgets d mean / d x): the forward, the statistics and the output gradient are unchanged."""
+
+    def __call__(self, x, *, train: bool):
+        if not train:
+            return super().__call__(x, train=False)
+        out = super().__call__(x, train=True)  # updates the statistics as torch does
+        mean = lax.stop_gradient(jnp.mean(x, axis=(0, 1, 2)))
+        var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+        y = (x - mean) * (lax.rsqrt(var + self.eps) * self.scale[...]) + self.bias[...]
+        return y + lax.stop_gradient(out - y)  # value of `out`, gradient of `y`
+
+
+def mutate_layer(path: str, mutate: Callable) -> Callable:
+    """jax_model_fn whose one layer at JAX `path` ('backbone/layer2/0/bn2') is passed to `mutate`."""
+    from jaxmtl.trees import path_name
+
+    def build(cfg: ModelConfig):
+        model = init_model(cfg)
+        layers = {path_name(p): m for p, m in nnx.iter_modules(model)}
+        mutate(layers[path])
+        return model
+
+    return build
+
+
+def set_attr(name: str, value):
+    return lambda m: setattr(m, name, value)
+
+
+def set_class(cls):
+    return lambda m: setattr(m, "__class__", cls)
+
+
 class FoldedBiasGRU(GRU):
     """Flax GRUCell-style biases: b_ir + b_hr and b_iz + b_hz folded into one; only b_hn kept apart.
 
@@ -166,7 +206,7 @@ def folded_conversion(table: tuple, cfg: ModelConfig) -> FoldedBiasConversion:
 
 # ---- conversion mistakes ------------------------------------------------------------------
 
-def _table_with_kind(cfg: ModelConfig, keys: set[str], kind: str, layout: tuple) -> TableConversion:
+def _table_with_kind(cfg: ModelConfig, keys: set[str], kind: str, layout: Layout) -> TableConversion:
     from torch_ref.convert import LAYOUTS, conversion_table
 
     table = tuple(e._replace(kind=kind) if e.torch_key in keys else e for e in conversion_table(cfg))
@@ -183,20 +223,22 @@ def gru_rz_swapped(cfg: ModelConfig) -> TableConversion:
     from torch_ref.convert import LAYOUTS
 
     mat, vec = LAYOUTS["matrix"], LAYOUTS["vector"]
-    conv = _table_with_kind(cfg, {"gru.weight_ih_l0", "gru.weight_hh_l0"}, "matrix_rz", (
-        lambda w: mat[0](_swap_rz(w, 0)), lambda k: _swap_rz(mat[1](k), 0), mat[2]))
+    conv = _table_with_kind(cfg, {"gru.weight_ih_l0", "gru.weight_hh_l0"}, "matrix_rz", Layout(
+        lambda w: mat.to_jax(_swap_rz(w, 0)), lambda k: _swap_rz(mat.to_torch(k), 0), mat.jax_shape))
     return TableConversion(tuple(e._replace(kind="vector_rz") if e.torch_key.startswith("gru.bias") else e
                                  for e in conv.table),
-                           {**conv.layouts, "vector_rz": (lambda v: _swap_rz(v, 0), lambda v: _swap_rz(v, 0), vec[2])})
+                           {**conv.layouts, "vector_rz": Layout(lambda v: _swap_rz(v, 0), lambda v: _swap_rz(v, 0),
+                                                                vec.jax_shape)})
 
 
-def nchw_nhwc_mixup(cfg: ModelConfig) -> TableConversion:
-    """Conv kernels transposed OIHW -> WHIO (spatial axes swapped): the shapes still fit square kernels."""
+def nchw_nhwc_mixup(cfg: ModelConfig, keys: set[str] | None = None) -> TableConversion:
+    """Conv kernels (all, or those of `keys`) transposed OIHW -> WHIO (spatial axes swapped): the
+    shapes still fit square kernels."""
     from torch_ref.convert import conversion_table
 
-    keys = {e.torch_key for e in conversion_table(cfg) if e.kind == "conv"}
+    keys = keys or {e.torch_key for e in conversion_table(cfg) if e.kind == "conv"}
     flip = lambda w: np.transpose(w, (3, 2, 1, 0))  # noqa: E731  (its own inverse)
-    return _table_with_kind(cfg, keys, "conv_whio", (flip, flip, lambda s: (s[3], s[2], s[1], s[0])))
+    return _table_with_kind(cfg, keys, "conv_whio", Layout(flip, flip, lambda s: (s[3], s[2], s[1], s[0])))
 
 
 SQUARE = dataclasses.replace(TINY, name="tiny_square_classifier", gru_hidden=4)  # classifier 4 -> 4
@@ -207,7 +249,7 @@ def untransposed_classifier(cfg: ModelConfig) -> TableConversion:
     if cfg.gru_hidden != cfg.num_classes:
         raise ValueError("the mistake only goes unnoticed by shape checks on a square classifier")
     same = lambda w: np.ascontiguousarray(w)  # noqa: E731
-    return _table_with_kind(cfg, {"classifier.weight"}, "matrix_untransposed", (same, same, lambda s: s))
+    return _table_with_kind(cfg, {"classifier.weight"}, "matrix_untransposed", Layout(same, same, tuple))
 
 
 # ---- loss mistakes ------------------------------------------------------------------------

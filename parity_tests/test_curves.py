@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxmtl.parity.curves import COMPARE_STEPS, CURVE_TOLERANCES, PARITY_OPTIMIZERS, all_curve_checks
+from jaxmtl.config import TINY
+from jaxmtl.parity.curves import COMPARE_STEPS, CURVE_TOLERANCES, curve_checks, plot_curves
+from jaxmtl.parity.multitask_port import PARITY_OPTIMIZERS
 
 STEPS = 30
 
@@ -25,14 +27,19 @@ def _steps(dtype: str) -> int:
 
 @pytest.fixture(scope="module")
 def curve_results(pairs, tmp_path_factory):
-    """{dtype: ({check name: Check}, [CurveRun])}, computed once per dtype."""
+    """{dtype: ({check name: Check}, [TrainingRun])}, computed once per dtype."""
     cache = {}
 
     def get(dtype: str):
         if dtype not in cache:
-            png = tmp_path_factory.mktemp(f"curves_{dtype}") / "curves.png"
-            checks, runs = all_curve_checks(pairs(dtype), list(PARITY_OPTIMIZERS), _steps(dtype), png)
-            cache[dtype] = ({c.name: c for c in checks}, runs, png)
+            from jaxmtl.parity import harness, multitask_port
+
+            pair = pairs(dtype)
+            batches = multitask_port.curve_batches(TINY, dtype, 0, _steps(dtype))
+            runs = [harness.training_run(pair, batches, multitask_port.optimizer_pair(pair, TINY, ocfg),
+                                         COMPARE_STEPS[dtype]) for ocfg in PARITY_OPTIMIZERS.values()]
+            png = plot_curves(runs, tmp_path_factory.mktemp(f"curves_{dtype}") / "curves.png")
+            cache[dtype] = ({c.name: c for r in runs for c in curve_checks(r, dtype)}, runs, png)
         return cache[dtype]
 
     return get
@@ -51,9 +58,9 @@ def test_curve_parity(curve_results, dtype, optimizer, kind):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_every_step_and_tensor_compared(curve_results, pairs, dtype):
     checks, runs, _ = curve_results(dtype)
-    model = pairs(dtype).torch_model
+    model = pairs(dtype).torch_module
     n_params = len(list(model.named_parameters()))
-    n_stats = sum("running_" in k for k in model.state_dict())
+    n_stats = len(list(model.buffers()))  # running mean, variance and num_batches_tracked
     for opt in PARITY_OPTIMIZERS:
         assert len(checks[f"curve/{opt}"].errors) == _steps(dtype)
         assert len(checks[f"params_after/{opt}"].errors) == n_params

@@ -125,7 +125,7 @@ def _torch_loss_of(module, names, batch):
 
 def test_torch_model_gradcheck():
     """gradcheck on the whole torch model (train mode) w.r.t. a few parameters across all modules."""
-    from jaxmtl.parity.harness import _to_torch
+    from jaxmtl.parity.harness import to_torch
     from torch_ref.model import build_model
 
     module = build_model(TINY, 0, torch.float64).train()
@@ -133,7 +133,7 @@ def test_torch_model_gradcheck():
              "backbone.layer4.1.conv2.weight", "pose_head.weight", "gru.weight_hh_l0", "classifier.bias"]
     params = dict(module.named_parameters())
     inputs = tuple(params[n].detach().clone().requires_grad_(True) for n in names)
-    batch = _to_torch(mutants.tiny_batches()[0][1])
+    batch = to_torch(mutants.tiny_batches()[0][1])
     # fast_mode: compares u^T J v for random u, v (two loss evaluations per check) instead of
     # the full numerical Jacobian, which would cost two forwards per parameter element.
     assert torch.autograd.gradcheck(_torch_loss_of(module, names, batch), inputs, eps=EPS, atol=1e-5,
@@ -144,11 +144,11 @@ def test_torch_heads_gradgradcheck():
     """Second order on the torch GRU + heads (the recurrent part, where BPTT lives)."""
     from torch.func import functional_call
 
-    from jaxmtl.parity.harness import _to_torch
+    from jaxmtl.parity.harness import to_torch
     from torch_ref.losses import multitask_loss
 
     module = mutants.torch_heads(TINY)
-    b = _to_torch(mutants.heads_batches(TINY, [31])[0][1])
+    b = to_torch(mutants.heads_batches(TINY, [31])[0][1])
     names = ["gru.bias_hh_l0", "gru.bias_ih_l0", "classifier.bias"]
     params = dict(module.named_parameters())
     inputs = tuple(params[n].detach().clone().requires_grad_(True) for n in names)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from jaxmtl.config import TINY
 from jaxmtl.parity.precision import TOLERANCES
 
 CHECKS = ["forward/train", "forward/eval", "batch_stats", "grad/total",
@@ -22,7 +23,7 @@ def test_check_within_tolerance(model_check_results, dtype, name):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_every_parameter_tensor_compared(model_check_results, pairs, dtype):
-    n_params = len(list(pairs(dtype).torch_model.named_parameters()))
+    n_params = len(list(pairs(dtype).torch_module.named_parameters()))
     for name in ["grad/total", "grad/loss_final", "grad/loss_pose", "grad/loss_vel"]:
         assert len(model_check_results(dtype)[name].errors) == n_params
 
@@ -33,8 +34,10 @@ def test_part_gradients_are_not_trivially_equal(model_check_results, pairs):
 
     from jaxmtl.trees import flatten_state
 
+    from jaxmtl.parity.multitask_port import batches
+
     pair = pairs("float64")
-    grads = pair.part_grad_fn(pair.params, pair.batch_stats, pair.batch(3000))
+    grads = pair.part_grad_fn(pair.params, pair.batch_stats, pair.rest, batches(TINY, "float64", [3000])[0][0])
     pose_gru = flatten_state(grads["loss_pose"])["gru/w_hh"]
     final_gru = flatten_state(grads["loss_final"])["gru/w_hh"]
     assert np.all(pose_gru == 0)

@@ -6,6 +6,8 @@ variants, wrong conversions, wrong optimizers); library code has no bug switches
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 
 import mutants
@@ -41,3 +43,46 @@ def test_unmutated_pairs_pass():
         checks += mutants._train(opt)
     for c in checks:
         assert c.passed, c.line()
+
+
+# ---- the same teeth on the command users run: `jaxmtl parity` (jaxmtl.cli.main, in-process) -----
+
+def _with(**kw):
+    """multitask_port.multitask_pair with a mutant's keyword arguments fixed."""
+    import functools
+
+    from jaxmtl.parity import multitask_port
+
+    return mock.patch.object(multitask_port, "multitask_pair", functools.partial(multitask_port.multitask_pair, **kw))
+
+
+CLI_MUTATIONS = [
+    ("Flax 'SAME' padding on stride-2 convs", lambda: mock.patch("jaxmtl.nn.conv.conv2d", mutants.same_padding_conv2d),
+     "forward/train", "backbone.conv1"),
+    ("BN momentum: torch's 0.1 passed as Flax momentum", lambda: _with(jax_model_fn=mutants.with_bn_momentum(0.9)),
+     "batch_stats", "backbone.bn1"),
+    ("GRU gate order r/z swapped in the conversion", lambda: _with(table=mutants.gru_rz_swapped(mutants.TINY)),
+     "forward/train", "gru"),
+]
+
+
+@pytest.mark.parametrize("case", CLI_MUTATIONS, ids=[c[0] for c in CLI_MUTATIONS])
+def test_jaxmtl_parity_command_catches_and_localises(case, tmp_path, capsys):
+    """Exit status 1, the right check failing, and the mutated layer named on stderr. Run eagerly
+    (jax.disable_jit) like the other mutants: the primitives compile once for all of them."""
+    import json
+
+    import jax
+
+    from jaxmtl.cli import main
+
+    _, patch, check, layer = case
+    with patch(), jax.disable_jit():
+        status = main(["parity", "--config", "tiny", "--dtype", "float64", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"FAIL {check}: worst tensor" in err
+    assert f"FAIL {check}: first divergent layer {layer} (forward)" in err
+    doc = json.loads((tmp_path / "parity.json").read_text())
+    assert not next(c for c in doc["checks"] if c["name"] == check)["passed"]
+    assert doc["localisation"]["forward"]["layer"] == layer

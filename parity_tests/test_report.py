@@ -65,13 +65,12 @@ def test_no_plot_without_gradient_checks(tmp_path):
 
 def test_jaxmtl_parity_writes_report_and_names_worst_tensor(tmp_path, monkeypatch, capsys):
     """The CLI path (`jaxmtl parity --out DIR`), with the model checks replaced by canned ones."""
-    import jaxmtl.parity.model_pair as model_pair
-    from jaxmtl.parity import run
+    from jaxmtl.parity import harness, localize, multitask_port, run
 
     checks = _checks()[:3]
-    monkeypatch.setattr(model_pair, "build_model_pair", lambda *a, **k: None)
-    monkeypatch.setattr(model_pair, "forward_and_stats_checks", lambda pair: checks[:1])
-    monkeypatch.setattr(model_pair, "gradient_checks", lambda pair: checks[1:])
+    monkeypatch.setattr(multitask_port, "multitask_pair", lambda *a, **k: None)
+    monkeypatch.setattr(harness, "compare", lambda pair, batches, **k: checks)
+    monkeypatch.setattr(localize, "localize", lambda pair, inputs: None)
     parser = argparse.ArgumentParser()
     run.add_arguments(parser)
     args = parser.parse_args(["--config", "tiny", "--dtype", "float64", "--out", str(tmp_path)])

@@ -26,7 +26,7 @@ torch is imported lazily inside functions: importing this module needs no torch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import jax
 import numpy as np
@@ -35,7 +35,7 @@ from flax import nnx
 
 from jaxmtl import cpu_compiler
 from jaxmtl.parity.checks import Check, check_from_errs
-from jaxmtl.parity.curves import CURVE_TOLERANCES, TrainingRun, curve_checks
+from jaxmtl.parity.curves import COMPARE_STEPS, TrainingRun, curve_checks
 from jaxmtl.parity.precision import TOLERANCES
 from jaxmtl.parity.tables import TableConversion, require_x64
 from jaxmtl.trees import flatten_state, rel_err, tree_rel_errs, unflatten_like
@@ -74,6 +74,26 @@ class OptimizerPair:
     torch_step: Callable | None = None
 
 
+class PairSpec(NamedTuple):
+    """Everything the harness needs about a port: what `jaxmtl parity --pair module:function`
+    expects `function(dtype)` to return, and what `jaxmtl.testing.assert_port_parity` takes.
+
+    The torch module must already be in `dtype`; the NNX module only supplies
+    structure (it may be abstract). `table=None` derives the conversion table.
+    """
+
+    torch_module: Any
+    nnx_module: Any
+    torch_loss: Callable          # (module, torch inputs as tensors, train) -> (loss, {name: tensor})
+    jax_loss: Callable            # (model, JAX inputs, train) -> (loss, {name: array})
+    batches: Sequence             # of InputPair: batches[0] for the single-point checks
+    optimizers: Sequence = ()     # of OptimizerPair, trained on `batches` (cycled) for `steps`
+    table: Any = None
+    loss_parts: Mapping[str, float] | None = None
+    validate: Callable[[Any], None] | None = None
+    name: str = "port"
+
+
 @dataclasses.dataclass
 class PortPair:
     """A torch module and its NNX port with identical weights, plus compiled JAX functions."""
@@ -92,7 +112,7 @@ class PortPair:
     forward_fn: Callable = None       # jit: (params, stats, rest, inputs, train) -> (loss, (outputs, stats))
     grad_fn: Callable = None          # jit value_and_grad of the train-mode loss
     loss_parts: Mapping[str, float] = dataclasses.field(default_factory=dict)  # output -> weight in loss
-    part_grad_fn: Callable | None = None  # jit: (params, stats, rest, inputs) -> {part: grads}
+    part_grad_fn: Callable | None = None  # (params, stats, rest, inputs) -> {part: grads}, jitted inside
 
     def reset_torch(self) -> None:
         """Back to the initial weights and buffers, no gradients."""
@@ -151,19 +171,24 @@ def make_pair(torch_module, nnx_module, table: Sequence | Conversion | None, tor
 
     parts = dict(loss_parts or {})
 
+    def weighted_parts(p, s, r, inputs, weights):
+        # The gradient of sum_k weights[k] * part_k: one compilation serves every part
+        # (weights one-hot, given at run time) at the cost of one gradient each.
+        outputs = run(p, s, r, inputs, True)[1][0]
+        return sum(weights[k] * outputs[k] for k in parts)
+
+    weighted_grad = cpu_compiler.jit(jax.grad(weighted_parts))
+
     def part_grads(p, s, r, inputs):
-        # One forward, one vjp per part with a unit cotangent on that part alone.
-        values, vjp = jax.vjp(lambda p: {k: run(p, s, r, inputs, True)[1][0][k] for k in parts}, p)
-        return {k: vjp({q: (1.0 if q == k else 0.0) * jax.numpy.ones_like(v) for q, v in values.items()})[0]
-                for k in parts}
+        dtype = jax.tree.leaves(p)[0].dtype
+        return {k: weighted_grad(p, s, r, inputs, {q: np.asarray(q == k, dtype) for q in parts}) for k in parts}
 
     # Compiled as jaxmtl compiles its own steps (jaxmtl/cpu_compiler.py), so a port
     # is checked on the build it trains with.
     forward_fn = cpu_compiler.jit(run, static_argnums=4)
     grad_fn = cpu_compiler.jit(jax.value_and_grad(lambda p, s, r, x: run(p, s, r, x, True), has_aux=True))
     return PortPair(torch_module, graphdef, params, stats, rest, conversion, torch_loss, jax_loss,
-                    dtype, validate, initial, forward_fn, grad_fn, parts,
-                    cpu_compiler.jit(part_grads) if parts else None)
+                    dtype, validate, initial, forward_fn, grad_fn, parts, part_grads if parts else None)
 
 
 # ---- inputs ----------------------------------------------------------------------------
@@ -367,7 +392,8 @@ def compare(pair: PortPair, batches: Sequence[InputPair], *, eval_forward: bool 
     """forward/train, batch_stats, forward/eval, grad/total (and parts) on batches[0]; then `steps`
     training steps per optimizer pair on `train_batches` (default: batches[0..steps), cycled).
 
-    `runs`, if given, receives each optimizer's TrainingRun (for curves.png).
+    `compare_at` (default COMPARE_STEPS[dtype]: all steps in float64, 3 in float32, see
+    curves.py) limits the compared steps. `runs`, if given, receives each TrainingRun (for curves.png).
     """
     if not batches:
         raise ValueError("compare needs at least one (jax_inputs, torch_inputs) pair")
@@ -380,8 +406,16 @@ def compare(pair: PortPair, batches: Sequence[InputPair], *, eval_forward: bool 
         checks += forward_checks(pair, batches[0], train=False)
     checks += gradient_checks(pair, batches[0])
     for opt in optimizers if train_batches else ():
-        run = training_run(pair, train_batches, opt, compare_at)
+        run = training_run(pair, train_batches, opt, COMPARE_STEPS[pair.dtype] if compare_at is None else compare_at)
         if runs is not None:
             runs.append(run)
         checks += curve_checks(run, pair.dtype)
     return checks
+
+
+def pair_from_spec(spec: PairSpec, dtype: str) -> PortPair:
+    """`make_pair` on a PairSpec (the table derived from spec.batches[0] when spec.table is None)."""
+    if not spec.batches:
+        raise ValueError(f"pair {spec.name!r} has no batches: give at least one (jax_inputs, torch_inputs)")
+    return make_pair(spec.torch_module, spec.nnx_module, spec.table, spec.torch_loss, spec.jax_loss,
+                     dtype=dtype, validate=spec.validate, example=spec.batches[0], loss_parts=spec.loss_parts)

@@ -1,10 +1,12 @@
-"""The human-readable verdict: DIR/report.md and DIR/grad_errors.png.
+"""The human-readable verdict: DIR/report.md, DIR/grad_errors.png and DIR/layer_errors.png.
 
 report.md says what was compared, lists every check with its error,
-tolerance and verdict, names the worst tensors of each failing check, and
-records library versions and device. grad_errors.png plots the relative
-error of every parameter tensor (log scale), grouped by module, with the
-tolerance drawn as a line, so a failing layer stands out at a glance.
+tolerance and verdict, names the worst tensors of each failing check and the
+first layer where the port parts ways with the reference (localize.py), has
+the per-layer table, and records library versions and device.
+grad_errors.png plots the relative error of every parameter tensor (log
+scale), grouped by module, with the tolerance drawn as a line;
+layer_errors.png plots each layer's forward and backward errors along the network.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from jaxmtl.parity.checks import Check, summarize
+from jaxmtl.parity.localize import Localisation, markdown_table, plot_layer_errors
 
 FLOOR = 1e-18  # exact agreement (error 0) is drawn here on the log axis
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "torch", "numpy")
@@ -52,14 +55,29 @@ def worst_tensors(check: Check, n: int = 3) -> list[tuple[str, float]]:
     return sorted(check.errors.items(), key=key, reverse=True)[:n]
 
 
-def failure_lines(checks: Sequence[Check]) -> list[str]:
-    """One line per failing check naming its worst tensors (stderr and report)."""
+def divergence_line(check: Check, loc: Localisation | None) -> str | None:
+    """`FAIL <check>: first divergent layer <name> (forward|backward)`, or why no layer is named."""
+    if loc is None:
+        return None
+    if loc.first is not None:
+        return f"FAIL {check.name}: {loc.first.describe()}"
+    if check.name.startswith(("forward/", "batch_stats", "grad/")) and "_after/" not in check.name:
+        return f"FAIL {check.name}: every layer agrees; the difference is outside the layers (in the loss)"
+    return (f"FAIL {check.name}: every layer agrees in one forward/backward; the difference comes "
+            f"from the optimizer update or builds up over the steps")
+
+
+def failure_lines(checks: Sequence[Check], loc: Localisation | None = None) -> list[str]:
+    """Per failing check: a line naming its worst tensors, and one naming the first divergent layer."""
     lines = []
     for c in checks:
         if not c.passed:
             tops = ", ".join(f"{k} ({v:.2e})" for k, v in worst_tensors(c))
             lines.append(f"FAIL {c.name}: worst tensor {c.worst} "
                          f"(max_rel_err {c.max_rel_err:.3e} > tol {c.tolerance:.0e}); top: {tops}")
+            layer = divergence_line(c, loc)
+            if layer is not None:
+                lines.append(layer)
     return lines
 
 
@@ -80,7 +98,8 @@ def meaning(name: str) -> str:
     return MEANING.get(name) or next((v for k, v in MEANING.items() if k.endswith("/") and name.startswith(k)), "")
 
 
-def render_markdown(checks: Sequence[Check], meta: Mapping[str, str], plots: Sequence[str] = ()) -> str:
+def render_markdown(checks: Sequence[Check], meta: Mapping[str, str], plots: Sequence[str] = (),
+                    localisation: Localisation | None = None) -> str:
     passed = summarize(list(checks))
     n_fail = sum(not c.passed for c in checks)
     lines = [f"# Parity report: {'PASSED' if passed else f'FAILED ({n_fail} of {len(checks)} checks)'}", ""]
@@ -96,8 +115,20 @@ def render_markdown(checks: Sequence[Check], meta: Mapping[str, str], plots: Seq
     lines.append("")
     if n_fail:
         lines += ["## Failures: where to look", ""]
-        lines += [f"- {line}" for line in failure_lines(checks)]
+        lines += [f"- {line}" for line in failure_lines(checks, localisation)]
         lines.append("")
+    if localisation is not None:
+        lines += ["## Per layer", "",
+                  "One train-mode forward and backward on the first batch, every layer (a module owning "
+                  "tensors) in call order: relative error of its input, output, state after the forward "
+                  "(buffers), the gradient reaching its output, the gradient it passes to its input, and "
+                  f"its parameter gradients; bold: above the tolerance {localisation.tolerance:.0e}.", ""]
+        for d in (localisation.forward, localisation.backward):
+            if d is not None:
+                lines.append(f"- **{d.describe()}**: {d.what} error {d.error:.3e}")
+        if localisation.first is None:
+            lines.append("- every layer agrees within the tolerance, forward and backward")
+        lines += [""] + markdown_table(localisation) + [""]
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += ["## Environment", "", "| | |", "| --- | --- |"]
@@ -163,13 +194,18 @@ def plot_grad_errors(checks: Sequence[Check], path: Path) -> bool:
     return True
 
 
-def write_report(out_dir: Path, checks: Sequence[Check], meta: Mapping[str, str]) -> Path:
-    """Writes out_dir/report.md (and out_dir/grad_errors.png when there are grad checks)."""
+def write_report(out_dir: Path, checks: Sequence[Check], meta: Mapping[str, str],
+                 localisation: Localisation | None = None) -> Path:
+    """Writes out_dir/report.md (and grad_errors.png when there are grad checks, layer_errors.png
+    with a localisation)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = ["grad_errors.png"] if plot_grad_errors(checks, out_dir / "grad_errors.png") else []
+    if localisation is not None and localisation.layers:
+        plot_layer_errors(localisation, out_dir / "layer_errors.png")
+        plots.append("layer_errors.png")
     if (out_dir / "curves.png").exists():
         plots.append("curves.png")
     path = out_dir / "report.md"
-    path.write_text(render_markdown(checks, meta, plots))
+    path.write_text(render_markdown(checks, meta, plots, localisation))
     return path

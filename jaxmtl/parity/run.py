@@ -1,27 +1,38 @@
-"""`jaxmtl parity`: run the checks, print one line per check on stderr, write DIR/parity.json."""
+"""`jaxmtl parity`: run the checks, print one line per check on stderr, write DIR/parity.json and report.md.
+
+Two sources of a pair, one engine (harness.py):
+  jaxmtl parity --config tiny --out DIR                  the multi-task model (multitask_port.py)
+  jaxmtl parity --pair pkg.module:function --out DIR     your port: function(dtype) -> harness.PairSpec
+Exit status: 0 all checks passed, 1 a check failed, 2 bad arguments (nothing run).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
 from jaxmtl.config import CONFIGS, get_config
 from jaxmtl.parity.checks import Check, summarize
-from jaxmtl.parity.curves import curve_checks
 from jaxmtl.parity.precision import TOLERANCES, set_full_precision
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
+    p.add_argument("--config", default=None, choices=sorted(CONFIGS), help="the multi-task model's config "
+                   "(default tiny)")
+    p.add_argument("--pair", default=None, metavar="MODULE:FUNCTION",
+                   help="check your own port instead: FUNCTION(dtype) returns a jaxmtl.parity.harness.PairSpec")
     p.add_argument("--dtype", default="float64", choices=sorted(TOLERANCES))
-    p.add_argument("--out", required=True, type=Path, help="directory for parity.json")
+    p.add_argument("--out", required=True, type=Path, help="directory for parity.json and report.md")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None,
                    help="also train N steps in both frameworks: curve/params_after/batch_stats_after checks")
     p.add_argument("--optimizer", action="append", default=None,
-                   help="sgd, adam, adamw (repeat or comma-separate; default with --steps: all three)")
+                   help="sgd, adam, adamw (repeat or comma-separate; default with --steps: all three); "
+                        "with --pair the PairSpec's optimizers are used")
 
 
 def _curve_optimizers(args: argparse.Namespace) -> list[str]:
@@ -34,11 +45,32 @@ def _curve_optimizers(args: argparse.Namespace) -> list[str]:
         return []
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.pair:
+        if args.optimizer:
+            raise ValueError("--optimizer does not apply to --pair: the PairSpec's optimizers are trained")
+        return []
     names = [n.strip() for o in (args.optimizer or [",".join(OPTIMIZERS)]) for n in o.split(",") if n.strip()]
     unknown = [n for n in names if n not in OPTIMIZERS]
     if unknown:
         raise ValueError(f"unknown optimizer(s) {unknown}; known: {list(OPTIMIZERS)}")
     return list(dict.fromkeys(names))
+
+
+def load_pair_function(spec: str):
+    """`package.module:function` -> the function (modules resolve from the current directory too)."""
+    module_name, sep, func_name = spec.partition(":")
+    if not sep or not module_name or not func_name:
+        raise ValueError(f"--pair must look like package.module:function, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"--pair: cannot import {module_name!r} ({e})") from e
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise ValueError(f"--pair: {module_name!r} has no function {func_name!r}")
+    return fn
 
 
 def write_parity_json(path: Path, config: str, dtype: str, checks: list[Check], **extra) -> dict:
@@ -52,45 +84,74 @@ def write_parity_json(path: Path, config: str, dtype: str, checks: list[Check], 
     return doc
 
 
+def _emit(checks: list[Check], new: list[Check]) -> None:
+    for check in new:
+        print(check.line(), file=sys.stderr, flush=True)
+        checks.append(check)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.pair and args.config:
+            raise ValueError("--config and --pair exclude each other")
         curve_optimizers = _curve_optimizers(args)
+        pair_fn = load_pair_function(args.pair) if args.pair else None
     except ValueError as e:
         print(f"jaxmtl parity: error: {e}", file=sys.stderr)
         return 2
     set_full_precision(args.dtype)  # before any JAX array exists
-    from jaxmtl.parity import harness, multitask_port
-    from jaxmtl.parity.curves import COMPARE_STEPS, plot_curves
-
-    cfg = get_config(args.config)
-    print(f"parity: config={cfg.name} dtype={args.dtype} seed={args.seed}", file=sys.stderr)
-    pair = multitask_port.multitask_pair(cfg, args.dtype, args.seed)
-    checks: list[Check] = []
-    single = multitask_port.batches(cfg, args.dtype, [1000 + args.seed])
-    for check in harness.compare(pair, single):
-        print(check.line(), file=sys.stderr, flush=True)
-        checks.append(check)
-    if curve_optimizers:
-        train = multitask_port.curve_batches(cfg, args.dtype, args.seed, args.steps)
-        runs = []
-        for name in curve_optimizers:
-            opt = multitask_port.optimizer_pair(pair, cfg, multitask_port.PARITY_OPTIMIZERS[name])
-            run_ = harness.training_run(pair, train, opt, COMPARE_STEPS[args.dtype])
-            runs.append(run_)
-            for check in curve_checks(run_, args.dtype):
-                print(check.line(), file=sys.stderr, flush=True)
-                checks.append(check)
-        plot_curves(runs, args.out / "curves.png", f"{cfg.name}, {args.dtype}, {args.steps} steps")
-        print(f"parity: curves -> {args.out / 'curves.png'}", file=sys.stderr)
-    doc = write_parity_json(args.out / "parity.json", cfg.name, args.dtype, checks)
+    from jaxmtl.parity import harness, localize, multitask_port
+    from jaxmtl.parity.curves import COMPARE_STEPS, curve_checks, plot_curves
     from jaxmtl.parity.report import failure_lines, write_report
 
-    for line in failure_lines(checks):  # the worst tensor of each failing check: where to look
+    checks: list[Check] = []
+    runs = []
+    if pair_fn is not None:
+        spec = pair_fn(args.dtype)
+        if not isinstance(spec, harness.PairSpec):
+            print(f"jaxmtl parity: error: --pair {args.pair} returned {type(spec).__name__}, "
+                  f"not a jaxmtl.parity.harness.PairSpec", file=sys.stderr)
+            return 2
+        name = spec.name
+        print(f"parity: pair={args.pair} ({name}) dtype={args.dtype}", file=sys.stderr)
+        pair = harness.pair_from_spec(spec, args.dtype)
+        table_given = spec.table is not None
+        single = list(spec.batches)
+        optimizers = list(spec.optimizers) if args.steps else []
+        train = [single[i % len(single)] for i in range(args.steps or 0)]
+        models = f"{args.pair}: {type(spec.torch_module).__name__} (torch reference) vs " \
+                 f"{type(spec.nnx_module).__name__} (NNX port)"
+    else:
+        cfg = get_config(args.config or "tiny")
+        name = cfg.name
+        print(f"parity: config={cfg.name} dtype={args.dtype} seed={args.seed}", file=sys.stderr)
+        pair = multitask_port.multitask_pair(cfg, args.dtype, args.seed)
+        table_given = False
+        single = multitask_port.batches(cfg, args.dtype, [1000 + args.seed])
+        optimizers = [multitask_port.optimizer_pair(pair, cfg, multitask_port.PARITY_OPTIMIZERS[n])
+                      for n in curve_optimizers]
+        train = multitask_port.curve_batches(cfg, args.dtype, args.seed, args.steps) if optimizers else []
+        models = "torch_ref.model.MultiTaskModel (reference) vs jaxmtl.model.MultiTaskModel"
+    _emit(checks, harness.compare(pair, single))
+    for opt in optimizers:
+        runs.append(harness.training_run(pair, train, opt, COMPARE_STEPS[args.dtype]))
+        _emit(checks, curve_checks(runs[-1], args.dtype))
+    if runs:
+        plot_curves(runs, args.out / "curves.png", f"{name}, {args.dtype}, {args.steps} steps")
+        print(f"parity: curves -> {args.out / 'curves.png'}", file=sys.stderr)
+    try:
+        loc = localize.localize(pair, single[0])
+    except ValueError as e:  # e.g. a hand-written conversion object without table rows
+        print(f"parity: no per-layer localisation: {e}", file=sys.stderr)
+        loc = None
+    doc = write_parity_json(args.out / "parity.json", name, args.dtype, checks,
+                            localisation=localize.as_json(loc) if loc else None)
+    for line in failure_lines(checks, loc):  # the worst tensor and the first divergent layer: where to look
         print(line, file=sys.stderr)
-    meta = {"config": cfg.name, "dtype": args.dtype, "seed": str(args.seed),
-            "models": "torch_ref.model.MultiTaskModel (reference) vs jaxmtl.model.MultiTaskModel, "
-                      "weights initialised in torch and converted by the table derived from the two "
-                      "models (jaxmtl.parity.derive)"}
-    print(f"parity: report -> {write_report(args.out, checks, meta)}", file=sys.stderr)
+    meta = {"config": name, "dtype": args.dtype, "seed": str(args.seed),
+            "models": models + ", weights initialised in torch and converted to JAX",
+            "conversion table": "given by the pair" if table_given else
+                                "derived from the two models (jaxmtl.parity.derive)"}
+    print(f"parity: report -> {write_report(args.out, checks, meta, loc)}", file=sys.stderr)
     print(f"parity: {'PASSED' if doc['passed'] else 'FAILED'} -> {args.out / 'parity.json'}", file=sys.stderr)
     return 0 if doc["passed"] else 1
