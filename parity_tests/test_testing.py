@@ -80,3 +80,23 @@ def test_a_mistake_between_layers_is_placed_before_the_next_layer(port_parity):
     with pytest.raises(AssertionError) as err:
         port_parity(_spec(bug="between"))
     assert "first divergent layer 2 (forward; its input already differs" in str(err.value)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--pair", "no_colon"], "--pair must look like package.module:function"),
+    (["--pair", "no_such_module_xyz:spec"], "cannot import 'no_such_module_xyz'"),
+    (["--pair", "test_testing:no_such_function"], "has no function 'no_such_function'"),
+    (["--pair", "test_testing:_not_a_spec"], "returned 'int', not a jaxmtl.parity.harness.PairSpec"),
+    (["--pair", "test_testing:_spec", "--config", "tiny"], "--config and --pair exclude each other"),
+    (["--pair", "test_testing:_spec", "--steps", "2", "--optimizer", "sgd"], "--optimizer does not apply to --pair"),
+])
+def test_jaxmtl_parity_pair_refuses_bad_arguments(argv, message, tmp_path, capsys):
+    from jaxmtl.cli import main
+
+    assert main(["parity", *argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "parity.json").exists()
+
+
+def _not_a_spec(dtype):
+    return 3

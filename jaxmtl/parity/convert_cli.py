@@ -29,7 +29,6 @@ files are written to a temporary name and renamed: a bad input exits 2 with
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections import Counter
@@ -99,36 +98,19 @@ def multitask_conversion(cfg, table: str):
         from torch_ref.convert import conversion_table
 
         return TableConversion(tuple(conversion_table(cfg)))
-    import torch
-    from flax import nnx
+    from jaxmtl.parity.multitask_port import multitask_table
 
-    from jaxmtl.functional import init_model
-    from jaxmtl.parity import multitask_port
-    from jaxmtl.parity.harness import derive_pair_table
-    from torch_ref.model import build_model
-
-    rows = derive_pair_table(build_model(cfg, 0, torch.float32), nnx.eval_shape(lambda: init_model(cfg)),
-                             lambda m, b, train: multitask_port.torch_loss(m, b, train, cfg),
-                             lambda m, b, train: multitask_port.jax_loss(m, b, train, cfg),
-                             multitask_port.batches(cfg, "float32", [0])[0], "float32")
-    return TableConversion(tuple(rows))
+    return TableConversion(tuple(multitask_table(cfg)))
 
 
 def pair_conversion(spec_name: str):
     """The conversion of the port that `module:function` names (function("float32") -> PairSpec)."""
     from jaxmtl.parity import harness
 
-    module_name, sep, fn_name = spec_name.partition(":")
-    if not sep or not module_name or not fn_name:
-        raise ConvertError(f"--pair {spec_name!r}: expected MODULE:FUNCTION, e.g. mypkg.port:pair_spec")
     try:
-        fn = getattr(importlib.import_module(module_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise ConvertError(f"--pair {spec_name!r}: {type(e).__name__}: {e}") from e
-    spec = fn("float32")
-    if not isinstance(spec, harness.PairSpec):
-        raise ConvertError(f"--pair {spec_name!r} returned a {type(spec).__name__}, not a "
-                           "jaxmtl.parity.harness.PairSpec")
+        spec = harness.load_pair_spec(spec_name, "float32")
+    except ValueError as e:
+        raise ConvertError(f"--pair: {e}") from e
     try:
         return harness.pair_from_spec(spec, "float32").conversion
     except ValueError as e:  # no batches, inputs of the wrong dtype, a table that does not fit ...

@@ -38,7 +38,7 @@ from jaxmtl.parity.checks import Check, check_from_errs
 from jaxmtl.parity.curves import COMPARE_STEPS, TrainingRun, curve_checks
 from jaxmtl.parity.precision import TOLERANCES
 from jaxmtl.parity.tables import TableConversion, require_x64
-from jaxmtl.trees import flatten_state, rel_err, tree_rel_errs, unflatten_like
+from jaxmtl.trees import flatten_state, tree_rel_errs, unflatten_like
 
 InputPair = tuple[Any, Any]  # (JAX inputs pytree, torch inputs pytree of numpy arrays)
 
@@ -411,6 +411,33 @@ def compare(pair: PortPair, batches: Sequence[InputPair], *, eval_forward: bool 
             runs.append(run)
         checks += curve_checks(run, pair.dtype)
     return checks
+
+
+def load_pair_spec(name: str, dtype: str) -> PairSpec:
+    """`package.module:function` -> function(dtype), checked to be a PairSpec; ValueError otherwise.
+
+    Modules resolve from the current directory too, as `python -m` would.
+    """
+    import importlib
+    import os
+    import sys
+
+    module_name, sep, func_name = name.partition(":")
+    if not sep or not module_name or not func_name:
+        raise ValueError(f"a pair is named package.module:function (e.g. mypkg.port:pair_spec), got {name!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"pair {name!r}: cannot import {module_name!r} ({e})") from e
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise ValueError(f"pair {name!r}: module {module_name!r} has no function {func_name!r}")
+    spec = fn(dtype)
+    if not isinstance(spec, PairSpec):
+        raise ValueError(f"pair {name!r} returned {type(spec).__name__!r}, not a jaxmtl.parity.harness.PairSpec")
+    return spec
 
 
 def pair_from_spec(spec: PairSpec, dtype: str) -> PortPair:

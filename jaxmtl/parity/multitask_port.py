@@ -20,7 +20,7 @@ from jaxmtl.config import ModelConfig
 from jaxmtl.functional import init_model
 from jaxmtl.losses import LOSS_PARTS, multitask_loss
 from jaxmtl.optim import OptimConfig, make_optimizer
-from jaxmtl.parity.harness import InputPair, OptimizerPair, PortPair, make_pair
+from jaxmtl.parity.harness import InputPair, OptimizerPair, PortPair, derive_pair_table, make_pair
 
 # The parity settings: momentum + nesterov + weight decay for SGD, explicit weight
 # decay for AdamW; clip_norm=1.0 is active (tiny's gradient norms start near 30).
@@ -102,6 +102,22 @@ def _tensor(a):
     return torch.from_numpy(np.array(a))
 
 
+def _losses(cfg: ModelConfig, loss: Callable = multitask_loss) -> tuple[Callable, Callable]:
+    """(torch_loss, jax_loss) of `cfg` in the harness's (model, inputs, train) form."""
+    return (lambda m, b, train: torch_loss(m, b, train, cfg),
+            lambda m, b, train: jax_loss(m, b, train, cfg, loss))
+
+
+def multitask_table(cfg: ModelConfig) -> list:
+    """The conversion table derived from the two models of `cfg` (float32, torch seed 0)."""
+    import torch
+
+    from torch_ref.model import build_model
+
+    return derive_pair_table(build_model(cfg, 0, torch.float32), nnx.eval_shape(lambda: init_model(cfg)),
+                             *_losses(cfg), batches(cfg, "float32", [0])[0], "float32")
+
+
 def multitask_pair(cfg: ModelConfig, dtype: str = "float64", seed: int = 0, *,
                    jax_model_fn: Callable[[ModelConfig], Any] | None = None,
                    table: Any = None, loss: Callable = multitask_loss) -> PortPair:
@@ -118,8 +134,5 @@ def multitask_pair(cfg: ModelConfig, dtype: str = "float64", seed: int = 0, *,
     torch_model = build_model(cfg, seed, {"float32": torch.float32, "float64": torch.float64}[dtype])
     nnx_model = nnx.eval_shape(lambda: (jax_model_fn or init_model)(cfg))
     return make_pair(
-        torch_model, nnx_model, table,
-        lambda m, b, train: torch_loss(m, b, train, cfg),
-        lambda m, b, train: jax_loss(m, b, train, cfg, loss),
-        dtype=dtype, validate=lambda b: validate_batch(b, cfg),
+        torch_model, nnx_model, table, *_losses(cfg, loss), dtype=dtype, validate=lambda b: validate_batch(b, cfg),
         example=batches(cfg, dtype, [seed])[0], loss_parts=loss_weights(cfg))

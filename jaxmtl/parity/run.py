@@ -9,9 +9,7 @@ Exit status: 0 all checks passed, 1 a check failed, 2 bad arguments (nothing run
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -56,21 +54,9 @@ def _curve_optimizers(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def load_pair_function(spec: str):
-    """`package.module:function` -> the function (modules resolve from the current directory too)."""
-    module_name, sep, func_name = spec.partition(":")
-    if not sep or not module_name or not func_name:
-        raise ValueError(f"--pair must look like package.module:function, got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"--pair: cannot import {module_name!r} ({e})") from e
-    fn = getattr(module, func_name, None)
-    if not callable(fn):
-        raise ValueError(f"--pair: {module_name!r} has no function {func_name!r}")
-    return fn
+def _check_pair_name(name: str) -> None:
+    if ":" not in name.strip(":"):
+        raise ValueError(f"--pair must look like package.module:function, got {name!r}")
 
 
 def write_parity_json(path: Path, config: str, dtype: str, checks: list[Check], **extra) -> dict:
@@ -95,22 +81,23 @@ def run(args: argparse.Namespace) -> int:
         if args.pair and args.config:
             raise ValueError("--config and --pair exclude each other")
         curve_optimizers = _curve_optimizers(args)
-        pair_fn = load_pair_function(args.pair) if args.pair else None
+        if args.pair:
+            _check_pair_name(args.pair)
     except ValueError as e:
         print(f"jaxmtl parity: error: {e}", file=sys.stderr)
         return 2
-    set_full_precision(args.dtype)  # before any JAX array exists
+    set_full_precision(args.dtype)  # before any JAX array exists (the pair function makes arrays)
     from jaxmtl.parity import harness, localize, multitask_port
     from jaxmtl.parity.curves import COMPARE_STEPS, curve_checks, plot_curves
     from jaxmtl.parity.report import failure_lines, write_report
 
     checks: list[Check] = []
     runs = []
-    if pair_fn is not None:
-        spec = pair_fn(args.dtype)
-        if not isinstance(spec, harness.PairSpec):
-            print(f"jaxmtl parity: error: --pair {args.pair} returned {type(spec).__name__}, "
-                  f"not a jaxmtl.parity.harness.PairSpec", file=sys.stderr)
+    if args.pair:
+        try:
+            spec = harness.load_pair_spec(args.pair, args.dtype)
+        except ValueError as e:
+            print(f"jaxmtl parity: error: {e}", file=sys.stderr)
             return 2
         name = spec.name
         print(f"parity: pair={args.pair} ({name}) dtype={args.dtype}", file=sys.stderr)
