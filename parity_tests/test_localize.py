@@ -82,6 +82,7 @@ def test_unmutated_model_has_no_divergent_layer():
         for col in localize.COLUMNS:
             v = getattr(r, col)
             assert v is None or v <= loc.tolerance, (r.torch_name, col, v)
+        assert not r.note, (r.torch_name, r.note)  # everything was comparable
     gru = next(r for r in loc.layers if r.torch_name == "gru")
     assert gru.grad_input is not None and gru.grad_params is not None and gru.state is None
 

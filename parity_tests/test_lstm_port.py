@@ -6,9 +6,9 @@ conversion table is derived, and must use the "gates4" layout the multi-task
 model never exercises; the LSTM formula is checked once more in plain numpy;
 planted mistakes (gate order, folded biases, a forget-gate bias of +1) must fail
 the check that is meant to catch them, and the localiser (jaxmtl.parity.localize)
-must put the two forward mistakes in the lstm layer and find no single-step
-divergence for the folded biases (two tests xfail until localize.py compares
-nn.LSTM's nested output, see NESTED_OUTPUT_BUG); the gate-order mutant also goes through
+must put the two forward mistakes in the lstm layer (nn.LSTM's nested output
+(output, (h_n, c_n)) compared whole) and find no single-step divergence for the
+folded biases; the gate-order mutant also goes through
 `jaxmtl parity --pair test_lstm_port:gate_swap_spec`, as a user would run it.
 """
 
@@ -327,17 +327,6 @@ def _assert_every_layer_agrees(loc):
             assert v is None or v <= loc.tolerance, (r.torch_name, col, v)
 
 
-# localize.py's torch forward hook flattens a layer's output one level deep: of nn.LSTM's
-# (output, (h_n, c_n)) it keeps `output` only, while the JAX side flattens (hs, (h_T, c_T)) to
-# three leaves. The leaf counts differ, so lstm's output and grad_output read inf, and lstm is
-# the "first divergent layer" even for the correct port. Verified that these tests pass once
-# the hook flattens nested outputs (torch.utils._pytree); strict, so the fix un-marks them.
-NESTED_OUTPUT_BUG = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="localize.py drops nn.LSTM's (h_n, c_n) from the torch layer output: lstm output reads inf")
-
-
-@NESTED_OUTPUT_BUG
 def test_unmutated_pair_has_no_divergent_layer():
     """The control: every layer, forward and backward, within the tolerance (h_n and c_n included)."""
     loc = _localise()
@@ -362,7 +351,7 @@ def test_forward_mistake_is_localised_to_the_lstm(name):
     d = loc.forward
     assert d is not None, "no forward divergence found"
     assert (d.layer, d.direction, d.what, d.inside) == ("lstm", "forward", "output", True), d
-    assert d.error > 100 * loc.tolerance, d  # inf for now: see NESTED_OUTPUT_BUG
+    assert d.error > 100 * loc.tolerance, d
     at = LAYERS.index("lstm")
     for r in loc.layers[:at]:  # nothing before it is off (lstm runs first: nothing runs before it)
         assert r.input <= loc.tolerance and r.output <= loc.tolerance, r
@@ -371,7 +360,6 @@ def test_forward_mistake_is_localised_to_the_lstm(name):
         assert 100 * loc.tolerance < r.input < 10 and 100 * loc.tolerance < r.output < 10, r
 
 
-@NESTED_OUTPUT_BUG
 def test_folded_biases_have_no_single_step_divergence():
     """The same forward and the same gradient: the localiser finds every layer in agreement, so
     what curve/* catches must come from training (the optimizer steps two biases, not one)."""

@@ -24,9 +24,13 @@ The verdicts:
 - forward: the first layer, in call order, whose output or state is out of
   tolerance while its input is within it. If the input already differs, the
   divergence entered outside the parameterised layers, before this one.
-- backward: the first layer, in backward (reverse call) order, whose input
-  gradient or parameter gradient is out of tolerance while the gradient
-  reaching its output is within it.
+- backward (only when the forward agrees at every layer, since a forward
+  divergence changes every gradient after it): the first layer, in backward
+  (reverse call) order, whose input gradient or parameter gradient is out of
+  tolerance while the gradient reaching its output is within it.
+A quantity the two sides cannot put side by side (different numbers of arrays,
+shapes that do not correspond) is not compared: it is left empty with a note,
+never counted as a divergence.
 Layers are paired through the pair's conversion table (torch module of each
 row <-> JAX module of the same row).
 """
@@ -59,6 +63,7 @@ class LayerErrors(NamedTuple):
     grad_output: float
     grad_input: float | None    # None: no floating input
     grad_params: float | None   # None: no parameters
+    note: str = ""              # why a quantity could not be compared (then it is None)
 
 
 class Divergence(NamedTuple):
@@ -71,9 +76,11 @@ class Divergence(NamedTuple):
     def describe(self) -> str:
         if self.inside:
             return f"first divergent layer {self.layer} ({self.direction})"
-        return (f"first divergent layer {self.layer} ({self.direction}; its "
-                f"{'input' if self.direction == 'forward' else 'output gradient'} already differs: "
-                f"the divergence enters outside the parameterised layers, before it)")
+        if self.direction == "forward":
+            return (f"first divergent layer {self.layer} (forward; its input already differs: the "
+                    f"divergence enters outside the parameterised layers, before it)")
+        return (f"first divergent layer {self.layer} (backward; the gradient reaching its output already "
+                f"differs: the divergence enters between it and the loss, outside the parameterised layers)")
 
 
 class Localisation(NamedTuple):
@@ -104,6 +111,21 @@ def _is_float(x) -> bool:
 
 # ---- torch ---------------------------------------------------------------------------------
 
+def _map_tensors(out, fn):
+    """`out` with fn applied to every tensor, through nested tuples, lists and dicts, in order
+    (nn.LSTM returns (output, (h_n, c_n)); the JAX side flattens with jax.tree the same way)."""
+    import torch
+
+    if torch.is_tensor(out):
+        return fn(out)
+    if isinstance(out, (tuple, list)):
+        mapped = [_map_tensors(o, fn) for o in out]
+        return type(out)(*mapped) if hasattr(out, "_fields") else type(out)(mapped)
+    if isinstance(out, dict):
+        return {k: _map_tensors(out[k], fn) for k in sorted(out)}  # jax.tree's key order
+    return out
+
+
 def _torch_trace(pair, torch_in, names: set[str]):
     """{name: (inputs, outputs, input grads, output grads)} as numpy, and {param: grad}."""
     import torch
@@ -130,10 +152,10 @@ def _torch_trace(pair, torch_in, names: set[str]):
         def hook(_m, _args, out):
             if name in seen_out:
                 return None
-            leaves = list(out) if isinstance(out, (tuple, list)) else [out]
-            seen_out[name] = [t for t in leaves if torch.is_tensor(t)]
-            clones = [t.clone() if torch.is_tensor(t) else t for t in leaves]
-            return type(out)(clones) if isinstance(out, (tuple, list)) else clones[0]
+            captured = []
+            out = _map_tensors(out, lambda t: captured.append(t) or t.clone())
+            seen_out[name] = captured
+            return out
         return hook
 
     for name in names:
@@ -224,15 +246,19 @@ def _as_jax_layout(t: np.ndarray, j: np.ndarray, layer_type: str) -> np.ndarray:
     raise ValueError(f"activation shapes do not correspond: torch {t.shape}, JAX {j.shape}")
 
 
-def _leaves_err(ts: list, js: list, layer_type: str) -> float | None:
+def _leaves_err(ts: list, js: list, layer_type: str, what: str, notes: list) -> float | None:
+    """Max rel_err over corresponding arrays; None (with a note) when there is nothing to compare
+    or the two sides cannot be put side by side: not comparable is not the same as divergent."""
     if not ts and not js:
         return None
     if len(ts) != len(js):
-        return math.inf
+        notes.append(f"{what}: torch gives {len(ts)} arrays, JAX {len(js)}")
+        return None
     try:
         return max(rel_err(j, _as_jax_layout(t, j, layer_type)) for t, j in zip(ts, js))
-    except ValueError:
-        return math.inf
+    except ValueError as e:
+        notes.append(f"{what}: {e}")
+        return None
 
 
 def _group_err(errs: dict[str, float], prefix: str) -> float | None:
@@ -268,11 +294,16 @@ def localize(pair, inputs, tolerance: float | None = None) -> Localisation:
             raise ValueError(f"torch layer {name} ran but its JAX counterpart {path} was never called")
         t_in, t_out, t_gin, t_gout = t_trace[name]
         j_in, j_out, j_gin, j_gout = j_trace[path]
-        kind = types[name]
-        rows.append(LayerErrors(name, path, kind, _leaves_err(t_in, j_in, kind), _leaves_err(t_out, j_out, kind),
-                                _group_err(state_errs, name), _leaves_err(t_gout, j_gout, kind),
-                                _leaves_err(t_gin, j_gin, kind), _group_err(grad_errs, name)))
-    return Localisation(tuple(rows), tol, _first_forward(rows, tol), _first_backward(rows, tol))
+        kind, notes = types[name], []
+        errs = [_leaves_err(t, j, kind, what, notes) for t, j, what in
+                ((t_in, j_in, "input"), (t_out, j_out, "output"), (t_gout, j_gout, "grad_output"),
+                 (t_gin, j_gin, "grad_input"))]
+        rows.append(LayerErrors(name, path, kind, errs[0], errs[1], _group_err(state_errs, name), errs[2],
+                                errs[3], _group_err(grad_errs, name), "; ".join(dict.fromkeys(notes))))
+    forward = _first_forward(rows, tol)
+    # A forward divergence changes every gradient after it: the backward is localised only
+    # when the forward agrees everywhere.
+    return Localisation(tuple(rows), tol, forward, None if forward else _first_backward(rows, tol))
 
 
 def _first_forward(rows, tol) -> Divergence | None:
@@ -308,8 +339,9 @@ def markdown_table(loc: Localisation) -> list[str]:
     lines = ["| # | torch layer | JAX layer | type | " + " | ".join(COLUMNS) + " | |",
              "| --- " * (len(COLUMNS) + 5) + "|"]
     for i, r in enumerate(loc.layers):
+        remarks = marks.get(r.torch_name, []) + ([f"not compared: {r.note}"] if r.note else [])
         lines.append(f"| {i} | `{r.torch_name}` | `{r.jax_name}` | {r.type} | "
-                     + " | ".join(fmt(getattr(r, c)) for c in COLUMNS) + f" | {', '.join(marks.get(r.torch_name, []))} |")
+                     + " | ".join(fmt(getattr(r, c)) for c in COLUMNS) + f" | {'; '.join(remarks)} |")
     return lines
 
 
