@@ -11,8 +11,9 @@ $(VENV_OK): pyproject.toml constraints.txt
 	.venv/bin/pip install -q -c constraints.txt -e ".[torch,test]"
 	touch $(VENV_OK)
 
+# Two pytest workers (one per core); whole files per worker, so a module's fixtures compile once.
 test: $(VENV_OK)
-	$(PY) -m pytest -q parity_tests
+	$(PY) -m pytest -q -n 2 --dist loadfile parity_tests
 
 parity: $(VENV_OK)
 	.venv/bin/jaxmtl parity --config tiny --dtype float64 --steps 100 --optimizer sgd,adam,adamw --out $(OUT)/float64
