@@ -75,23 +75,43 @@ def heads_batches(cfg: ModelConfig, seeds) -> list:
     return out
 
 
-def heads_pair(cfg: ModelConfig = TINY, gru_cls=GRU, table=None):
+def heads_losses(cfg: ModelConfig):
+    """(torch_loss, jax_loss) of the heads in the harness's (model, inputs, train) form."""
     from jaxmtl.losses import multitask_loss
-    from jaxmtl.parity.harness import make_pair
     from torch_ref.losses import multitask_loss as torch_multitask_loss
-
-    def jax_loss(model, b, train):
-        out = model.heads(b.feats, b.dyn)
-        total, parts = multitask_loss(out, b, cfg)
-        return total, {**out, **parts}
 
     def torch_loss(module, b, train):
         out = module(b.feats, b.dyn)
         total, parts = torch_multitask_loss(out, b.pose, b.vel, b.label.long(), cfg)
         return total, {**out, **parts}
 
+    def jax_loss(model, b, train):
+        out = model.heads(b.feats, b.dyn)
+        total, parts = multitask_loss(out, b, cfg)
+        return total, {**out, **parts}
+
+    return torch_loss, jax_loss
+
+
+def heads_pair(cfg: ModelConfig = TINY, gru_cls=GRU, table=None):
+    from jaxmtl.parity.harness import make_pair
+
     return make_pair(torch_heads(cfg), nnx.eval_shape(lambda: JaxHeads(cfg, gru_cls)),
-                     heads_table(cfg) if table is None else table, torch_loss, jax_loss, dtype="float64")
+                     heads_table(cfg) if table is None else table, *heads_losses(cfg), dtype="float64")
+
+
+def heads_spec(dtype: str):
+    """The heads (tiny) as a PairSpec in `dtype`: the `--pair heads_pair:heads_spec` form."""
+    import torch
+
+    from jaxmtl.parity.harness import PairSpec
+
+    def cast(b):
+        return b._replace(**{f: getattr(b, f).astype(dtype) for f in ("feats", "dyn", "pose", "vel")})
+
+    batches = [(cast(j), cast(t)) for j, t in heads_batches(TINY, [0])]
+    return PairSpec(torch_heads(TINY).to(getattr(torch, dtype)), nnx.eval_shape(lambda: JaxHeads(TINY)),
+                    *heads_losses(TINY), batches, name="heads")
 
 
 @functools.cache

@@ -152,39 +152,13 @@ def test_bad_directions_and_jax_files(files, tmp_path, capsys):
 
 # ---- --pair: any port's checkpoints ---------------------------------------------------------
 
-def heads_spec(dtype: str):
-    """The multi-task model's heads (parity_tests/heads_pair.py) as a PairSpec in `dtype`."""
-    from heads_pair import JaxHeads, heads_batches, torch_heads
-
-    from jaxmtl.losses import multitask_loss
-    from jaxmtl.parity.harness import PairSpec
-    from torch_ref.losses import multitask_loss as torch_multitask_loss
-
-    def jax_loss(model, b, train):
-        out = model.heads(b.feats, b.dyn)
-        total, parts = multitask_loss(out, b, TINY)
-        return total, {**out, **parts}
-
-    def torch_loss(module, b, train):
-        out = module(b.feats, b.dyn)
-        total, parts = torch_multitask_loss(out, b.pose, b.vel, b.label.long(), TINY)
-        return total, {**out, **parts}
-
-    def cast(b):
-        return b._replace(**{f: getattr(b, f).astype(dtype) for f in ("feats", "dyn", "pose", "vel")})
-
-    batches = [(cast(j), cast(t)) for j, t in heads_batches(TINY, [0])]
-    return PairSpec(torch_heads(TINY).to(getattr(torch, dtype)), nnx.eval_shape(lambda: JaxHeads(TINY)),
-                    torch_loss, jax_loss, batches, name="heads")
-
-
 def test_pair_converts_a_ports_checkpoint(tmp_path, capsys):
     from heads_pair import torch_heads
 
     heads = torch_heads(TINY, seed=5)
     pt, st, back = tmp_path / "heads.pt", tmp_path / "heads.safetensors", tmp_path / "back.pt"
     torch.save({"model_state_dict": heads.state_dict(), "epoch": 2}, pt)
-    pair = f"{__name__}:heads_spec"
+    pair = "heads_pair:heads_spec"
     assert convert("--pair", pair, pt, st) == 0
     assert capsys.readouterr().out.strip().endswith("10 tensors: matrix 5, vector 5")
     assert "params/gru/w_ih" in load_flat(st)
