@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, default=50_000, help="number of training samples")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (e.g. in logs)")
+    p.add_argument("--devices", type=int, default=1,
+                   help="JAX: data-parallel over this many devices (the batch split, BatchNorm over the global "
+                        "batch); on the CPU start with JAX_NUM_CPU_DEVICES=N for N virtual devices")
 
 
 def _settings(args: argparse.Namespace):
@@ -58,6 +61,14 @@ def _settings(args: argparse.Namespace):
     dcfg = DataConfig(seed=args.seed, train_size=args.train_size)
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} exists and is not a directory")
+    if args.devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {args.devices}")
+    if args.devices != 1:
+        if args.framework != "jax":
+            raise ValueError("--devices applies to --framework jax (the torch reference runs on one device)")
+        from jaxmtl.data_parallel import check_batch
+
+        check_batch(args.batch_size or cfg.batch_size, args.devices)
     return cfg, ocfg, tcfg, dcfg
 
 
@@ -75,9 +86,15 @@ def run(args: argparse.Namespace) -> int:
 
     data = MotionDataset(cfg, dcfg, batch_size=args.batch_size, dtype=np.dtype(args.dtype))
     if args.framework == "jax":
+        from jaxmtl.data_parallel import data_parallel
         from jaxmtl.train import JaxTrainer
 
-        trainer = JaxTrainer(cfg, ocfg, seed=args.seed, dtype=args.dtype)
+        try:
+            dp = data_parallel(args.devices) if args.devices != 1 else None
+        except ValueError as e:
+            print(f"jaxmtl train: error: {e}", file=sys.stderr)
+            return 2
+        trainer = JaxTrainer(cfg, ocfg, seed=args.seed, dtype=args.dtype, dp=dp)
     else:
         from torch_ref.train import TorchTrainer  # torch only on this path
 

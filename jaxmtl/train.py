@@ -22,6 +22,7 @@ from jaxmtl import cpu_compiler
 from jaxmtl.batch import Batch
 from jaxmtl.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
 from jaxmtl.config import ModelConfig
+from jaxmtl.data_parallel import DataParallel, put_batch, put_replicated
 from jaxmtl.functional import apply, init_model, loss_fn, split_model
 from jaxmtl.losses import multitask_loss
 from jaxmtl.optim import OptimConfig, make_optimizer
@@ -33,8 +34,12 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
-def make_train_step(graphdef, cfg: ModelConfig, tx: optax.GradientTransformation) -> Callable:
+def make_train_step(graphdef, cfg: ModelConfig, tx: optax.GradientTransformation,
+                    dp: DataParallel | None = None) -> Callable:
     """jit: (params, batch_stats, opt_state, batch) -> (params, batch_stats, opt_state, metrics).
+
+    With `dp` (jaxmtl.data_parallel) the batch is split over dp's devices and
+    everything else replicated; the step itself is the same code.
 
     metrics: total, loss_final, loss_pose, loss_vel, grad_norm (global, before
     clipping, = torch's clip_grad_norm_ return value), param_norm (before the
@@ -49,10 +54,13 @@ def make_train_step(graphdef, cfg: ModelConfig, tx: optax.GradientTransformation
                    "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
         return optax.apply_updates(params, updates), new_stats, opt_state, metrics
 
-    return cpu_compiler.jit(train_step)
+    if dp is None:
+        return cpu_compiler.jit(train_step)
+    rep = dp.replicated
+    return cpu_compiler.jit(train_step, in_shardings=(rep, rep, rep, dp.batch), out_shardings=rep)
 
 
-def make_eval_step(graphdef, cfg: ModelConfig) -> Callable:
+def make_eval_step(graphdef, cfg: ModelConfig, dp: DataParallel | None = None) -> Callable:
     """jit: (params, batch_stats, batch) -> metrics in eval mode (running BN statistics)."""
 
     def eval_step(params, batch_stats, batch):
@@ -63,7 +71,10 @@ def make_eval_step(graphdef, cfg: ModelConfig) -> Callable:
                 "vel_mse": jnp.mean(jnp.square(outputs["vel"] - batch.vel)),
                 "accuracy": jnp.mean(jnp.argmax(outputs["logits"], -1) == batch.label)}
 
-    return cpu_compiler.jit(eval_step)
+    if dp is None:
+        return cpu_compiler.jit(eval_step)
+    return cpu_compiler.jit(eval_step, in_shardings=(dp.replicated, dp.replicated, dp.batch),
+                            out_shardings=dp.replicated)
 
 
 def _cast(tree, dtype):
@@ -71,9 +82,10 @@ def _cast(tree, dtype):
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_steps(graphdef, cfg: ModelConfig, ocfg: OptimConfig) -> tuple[Callable, Callable]:
-    """One jitted (train_step, eval_step) per (model structure, optimizer), shared by all trainers."""
-    return make_train_step(graphdef, cfg, make_optimizer(ocfg)), make_eval_step(graphdef, cfg)
+def compiled_steps(graphdef, cfg: ModelConfig, ocfg: OptimConfig,
+                   dp: DataParallel | None = None) -> tuple[Callable, Callable]:
+    """One jitted (train_step, eval_step) per (model structure, optimizer, mesh), shared by all trainers."""
+    return make_train_step(graphdef, cfg, make_optimizer(ocfg), dp), make_eval_step(graphdef, cfg, dp)
 
 
 class JaxTrainer:
@@ -82,7 +94,8 @@ class JaxTrainer:
     framework = "jax"
     suffix = ""  # checkpoint directories step_XXXXXXXX/
 
-    def __init__(self, cfg: ModelConfig, ocfg: OptimConfig, *, seed: int = 0, dtype: str = "float32"):
+    def __init__(self, cfg: ModelConfig, ocfg: OptimConfig, *, seed: int = 0, dtype: str = "float32",
+                 dp: DataParallel | None = None):
         if dtype == "float64" and not jax.config.jax_enable_x64:
             jax.config.update("jax_enable_x64", True)
         self.cfg, self.ocfg, self.dtype = cfg, ocfg, np.dtype(dtype)
@@ -91,15 +104,21 @@ class JaxTrainer:
         tx = make_optimizer(ocfg)
         params, batch_stats = _cast(params, self.dtype), _cast(batch_stats, self.dtype)
         self.state = TrainState(params, batch_stats, tx.init(params))
-        self._train, self._eval = compiled_steps(graphdef, cfg, ocfg)
+        self.dp = dp
+        if dp is not None:
+            self.state = put_replicated(self.state, dp)
+        self._train, self._eval = compiled_steps(graphdef, cfg, ocfg, dp)
+
+    def _place(self, batch: Batch) -> Batch:
+        return batch if self.dp is None else put_batch(batch, self.dp)
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        params, stats, opt_state, metrics = self._train(*self.state, batch)
+        params, stats, opt_state, metrics = self._train(*self.state, self._place(batch))
         self.state = TrainState(params, stats, opt_state)
         return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
     def eval_step(self, batch: Batch) -> dict[str, float]:
-        metrics = self._eval(self.state.params, self.state.batch_stats, batch)
+        metrics = self._eval(self.state.params, self.state.batch_stats, self._place(batch))
         return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
     def save(self, out: Path, step: int, meta: dict) -> Path:
@@ -110,5 +129,6 @@ class JaxTrainer:
 
     def restore(self, path: Path, expect: dict) -> dict:
         state, meta = restore_checkpoint(path, self.state._asdict(), expect)
-        self.state = TrainState(**state)
+        # Checkpoints hold whole (gathered) arrays: they restore onto any number of devices.
+        self.state = TrainState(**state) if self.dp is None else put_replicated(TrainState(**state), self.dp)
         return meta
