@@ -83,3 +83,11 @@ def test_gradient_dict_converts_with_the_same_table(torch_tiny):
     flat = torch_to_jax(grads, TINY, collections=("params",))
     _, p, _ = split_model(init_model(TINY))
     assert {k: v.shape for k, v in flat["params"].items()} == {k: v.shape for k, v in flatten_state(p).items()}
+
+
+def test_a_counter_beyond_int32_is_refused_not_wrapped():
+    from jaxmtl.parity.tables import LAYOUTS
+
+    assert LAYOUTS["count"].to_jax(np.int64(2**31 - 1)) == 2**31 - 1
+    with pytest.raises(ConversionError, match="does not fit JAX's int32 count"):
+        LAYOUTS["count"].to_jax(np.int64(2**31))

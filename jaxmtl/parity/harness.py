@@ -44,9 +44,15 @@ InputPair = tuple[Any, Any]  # (JAX inputs pytree, torch inputs pytree of numpy 
 
 
 class Conversion(Protocol):
-    """torch numpy state_dict <-> {"params": {jax name: array}, "batch_stats": {...}}."""
+    """torch numpy state_dict <-> {"params": {jax name: array}, "batch_stats": {...}}.
 
-    def to_jax(self, state_dict: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]: ...
+    `tables.TableConversion` is the one implementation in jaxmtl; a hand-written
+    object works too, but only a table conversion (with `.table` rows) gets the
+    per-layer localisation.
+    """
+
+    def to_jax(self, state_dict: Mapping[str, np.ndarray],
+               collections: tuple[str, ...] = ...) -> dict[str, dict[str, np.ndarray]]: ...
 
     def to_torch(self, flat: Mapping[str, Mapping[str, np.ndarray]],
                  collections: tuple[str, ...]) -> dict[str, np.ndarray]: ...

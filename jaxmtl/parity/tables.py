@@ -45,6 +45,13 @@ def _conv_inverse(ndim: int) -> tuple:
     return (ndim - 1, ndim - 2, *range(ndim - 2))  # [D]HWIO -> OI[D]HW
 
 
+def _count_to_int32(c) -> np.ndarray:
+    c = np.asarray(c)
+    if np.any(c > np.iinfo(np.int32).max) or np.any(c < 0):
+        raise ConversionError(f"a BatchNorm counter of {c} does not fit JAX's int32 count")
+    return c.astype(np.int32)
+
+
 def _gates_to_jax(w: np.ndarray, g: int) -> np.ndarray:
     # (G*H, in) -> (in, G, H); (G*H,) -> (G, H)
     if w.ndim == 1:
@@ -73,7 +80,7 @@ LAYOUTS: dict[str, Layout] = {
     # Same array on both sides (biases, norm scales, embeddings, running statistics).
     "vector": Layout(lambda v: v, lambda v: v, lambda s: tuple(s)),
     # num_batches_tracked is int64 in torch; JAX keeps int32 unless x64 is on.
-    "count": Layout(lambda c: np.asarray(c, np.int32), lambda c: np.asarray(c, np.int64), lambda s: tuple(s)),
+    "count": Layout(lambda c: _count_to_int32(c), lambda c: np.asarray(c, np.int64), lambda s: tuple(s)),
     # Recurrent gate stacks with a gate axis of their own: torch stacks the G gates
     # along dim 0 ((G*H, in) weights, (G*H,) biases); the JAX side keeps (in, G, H)
     # and (G, H), same gate order. nn.LSTM: G=4 (i, f, g, o); nn.GRU: G=3 (r, z, n).
