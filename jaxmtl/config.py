@@ -71,3 +71,13 @@ def get_config(name: str) -> ModelConfig:
         return CONFIGS[name]
     except KeyError:
         raise ValueError(f"unknown config {name!r}; known: {sorted(CONFIGS)}") from None
+
+
+def require_x64(dtype: str, what: str = "float64") -> None:
+    """The one x64 guard: float64 needs JAX's x64 mode, which the caller switches on, never a constructor."""
+    import jax
+
+    if str(dtype) == "float64" and not jax.config.jax_enable_x64:
+        raise RuntimeError(f"{what} needs JAX's x64 mode, switched on before any JAX array exists: "
+                           "jax.config.update('jax_enable_x64', True) or JAX_ENABLE_X64=1 "
+                           "(jaxmtl.parity.set_full_precision('float64') for parity runs)")

@@ -217,10 +217,13 @@ class MotionDataset:
     def val_batches(self) -> int:
         return max(1, self.data_cfg.val_size // self.batch_size)
 
-    def val_batch(self, i: int) -> Batch:
-        """Validation batch i (fixed, in order)."""
+    def val_indices(self, i: int) -> list[int]:
+        """Sample indices of validation batch i (fixed, in order)."""
         n = self.data_cfg.val_size
-        return self.samples("val", [(i * self.batch_size + j) % n for j in range(self.batch_size)])
+        return [(i * self.batch_size + j) % n for j in range(self.batch_size)]
+
+    def val_batch(self, i: int) -> Batch:
+        return self.samples("val", self.val_indices(i))
 
     def target_means(self, n_samples: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         """Mean pose and velocity over the first `n_samples` training samples (the 'predict the mean' baseline)."""
@@ -228,3 +231,30 @@ class MotionDataset:
         per = [_sample_params(self.data_cfg.seed, "train", int(j), self.cfg) for j in idx]
         pose, vel, _ = (np.stack(a) for a in zip(*(_labels(p[1], p[2], p[6]) for p in per)))
         return pose.reshape(-1, pose.shape[-1]).mean(0), vel.reshape(-1, vel.shape[-1]).mean(0)
+
+
+class ProcessShare:
+    """Process `index` of `count`'s rows of every batch of `data`, rendered by that process alone.
+
+    Rows [index * B / count, (index + 1) * B / count) of the global batch of B at
+    each step (the rows jaxmtl.data_parallel places on this process's devices).
+    `batch_size` stays the global B; `jaxmtl.loop.fit` drives a share like the data set.
+    """
+
+    def __init__(self, data: MotionDataset, index: int, count: int):
+        if data.batch_size % count:
+            raise ValueError(f"the global batch of {data.batch_size} does not divide over {count} processes")
+        if not 0 <= index < count:
+            raise ValueError(f"process index {index} outside [0, {count})")
+        share = data.batch_size // count
+        self.data, self.rows = data, slice(index * share, (index + 1) * share)
+        self.batch_size, self.val_batches = data.batch_size, data.val_batches
+
+    def train_batch(self, step: int) -> Batch:
+        return self.data.samples("train", self.data.train_indices(step)[self.rows])
+
+    def val_batch(self, i: int) -> Batch:
+        return self.data.samples("val", self.data.val_indices(i)[self.rows])
+
+    def target_means(self, n_samples: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        return self.data.target_means(n_samples)

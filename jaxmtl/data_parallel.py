@@ -17,6 +17,11 @@ collective explicit at the price of a second, per-device version of the model.
 
 A global batch that does not divide over the devices is refused before
 anything compiles (`check_batch`).
+
+Several processes (jaxmtl.distributed): the mesh spans every device of every
+process in process order, so process i's devices hold rows
+[i * B / P, (i + 1) * B / P) of the global batch (`process_rows`), and each
+process passes `put_batch` only those rows.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 AXIS = "data"
@@ -39,18 +45,27 @@ class DataParallel(NamedTuple):
         return self.mesh.size
 
 
-def data_parallel(devices: int) -> DataParallel:
-    """The mesh over the first `devices` of `jax.devices()`; ValueError if there are fewer."""
-    available = jax.devices()
-    if devices < 1:
-        raise ValueError(f"--devices must be >= 1, got {devices}")
-    if devices > len(available):
+def data_parallel(devices: int | None = None) -> DataParallel:
+    """The mesh over `devices` devices (default: all); ValueError if there are fewer.
+
+    With several processes the mesh spans every device of every process.
+    """
+    available = jax.devices()  # every process's devices
+    n = len(available) if devices is None else devices
+    if n < 1:
+        raise ValueError(f"--devices must be >= 1, got {n}")
+    if n > len(available):
         raise ValueError(
-            f"{devices} devices requested, {len(available)} available ({available[0].platform}); on the CPU, "
-            f"start the process with JAX_NUM_CPU_DEVICES={devices} for {devices} virtual devices")
+            f"{n} devices requested, {len(available)} available ({available[0].platform}); on the CPU, "
+            f"start the process with JAX_NUM_CPU_DEVICES={n} for {n} virtual devices")
+    if jax.process_count() > 1 and n != len(available):
+        raise ValueError(f"with {jax.process_count()} processes the mesh spans every device of every process: "
+                         f"--devices must be {len(available)} (the sum of the processes' devices) or left out")
+    # Process-major order: each process's devices hold one contiguous block of rows.
     # Auto axes: XLA propagates the batch sharding through the model (reshapes included);
     # Explicit axes (make_mesh's default) would ask every reshape for its output sharding.
-    mesh = jax.make_mesh((devices,), (AXIS,), axis_types=(AxisType.Auto,), devices=available[:devices])
+    order = sorted(available[:n], key=lambda d: (d.process_index, d.id))
+    mesh = Mesh(np.array(order), (AXIS,), axis_types=(AxisType.Auto,))
     return DataParallel(mesh, NamedSharding(mesh, PartitionSpec(AXIS)), NamedSharding(mesh, PartitionSpec()))
 
 
@@ -61,10 +76,17 @@ def check_batch(batch_size: int, devices: int) -> None:
                          f"choose --batch-size as a multiple of {devices}")
 
 
+def process_rows(batch_size: int) -> slice:
+    """This process's rows of a global batch of `batch_size` (all of them with one process)."""
+    share, i = batch_size // jax.process_count(), jax.process_index()
+    return slice(i * share, (i + 1) * share)
+
+
 def put_batch(batch: Any, dp: DataParallel) -> Any:
-    """Every leaf of `batch` split along its first axis over the mesh."""
-    return jax.device_put(batch, dp.batch)
+    """The global batch, split along the first axis over the mesh, from this process's rows of it."""
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(dp.batch, np.asarray(x)), batch)
 
 
 def put_replicated(tree: Any, dp: DataParallel) -> Any:
-    return jax.device_put(tree, dp.replicated)
+    """`tree` on every device of the mesh (every process passes the same values)."""
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(dp.replicated, np.asarray(x)), tree)

@@ -14,13 +14,14 @@ import concurrent.futures
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxmtl.data import MotionDataset
+from jaxmtl.data import MotionDataset, ProcessShare
 from jaxmtl.losses import LOSS_PARTS
 
 
@@ -81,15 +82,18 @@ def _truncate_metrics(path: Path, keep_until: int) -> None:
     path.write_text("".join(ln + "\n" for ln in kept))
 
 
-def fit(trainer, data: MotionDataset, tcfg: TrainConfig, out: Path, *, resume: bool = False,
+def fit(trainer, data: MotionDataset | ProcessShare, tcfg: TrainConfig, out: Path, *, resume: bool = False,
         meta: dict[str, Any] | None = None) -> dict[str, float]:
     """Runs steps [start, tcfg.steps); returns the last eval metrics.
 
     metrics.jsonl: one line per step {"step": s (1-based count of steps done), loss parts,
     norms, "samples_per_s"}, and an eval line {"step": s, "eval": {...}} every eval_every steps.
+    Several processes: each passes its ProcessShare and calls save (a collective); only the
+    trainer with `primary` True (process 0) writes metrics.jsonl and shows progress.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    primary = getattr(trainer, "primary", True)
     meta = dict(meta or {})
     start = 0
     if resume:
@@ -100,14 +104,15 @@ def fit(trainer, data: MotionDataset, tcfg: TrainConfig, out: Path, *, resume: b
         start = int(got["step"])
         if start > tcfg.steps:
             raise ValueError(f"checkpoint {path} is at step {start}, beyond --steps {tcfg.steps}")
-    metrics_path = out / "metrics.jsonl"
-    if start == 0 and metrics_path.exists():
-        metrics_path.unlink()
-    _truncate_metrics(metrics_path, start)
-    baseline = baseline_mse(data, tcfg.eval_batches)
+    metrics_path = out / "metrics.jsonl" if primary else Path(os.devnull)
+    if primary:
+        if start == 0 and metrics_path.exists():
+            metrics_path.unlink()
+        _truncate_metrics(metrics_path, start)
+    baseline = baseline_mse(data.data if isinstance(data, ProcessShare) else data, tcfg.eval_batches)
     last_eval: dict[str, float] = {}
     bar = None
-    if tcfg.progress:
+    if tcfg.progress and primary:
         from tqdm import tqdm
 
         bar = tqdm(total=tcfg.steps, initial=start, desc=f"train[{trainer.framework}]", unit="step")

@@ -21,7 +21,7 @@ import optax
 from jaxmtl import cpu_compiler
 from jaxmtl.batch import Batch
 from jaxmtl.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
-from jaxmtl.config import ModelConfig
+from jaxmtl.config import ModelConfig, require_x64
 from jaxmtl.data_parallel import DataParallel, put_batch, put_replicated
 from jaxmtl.functional import apply, init_model, loss_fn, split_model
 from jaxmtl.losses import multitask_loss
@@ -95,11 +95,26 @@ class JaxTrainer:
     suffix = ""  # checkpoint directories step_XXXXXXXX/
 
     def __init__(self, cfg: ModelConfig, ocfg: OptimConfig, *, seed: int = 0, dtype: str = "float32",
-                 dp: DataParallel | None = None):
-        if dtype == "float64" and not jax.config.jax_enable_x64:
-            jax.config.update("jax_enable_x64", True)
+                 dp: DataParallel | None = None, init: str = "jax"):
+        """float64 needs x64 switched on by the caller (`jaxmtl train --dtype float64` does).
+
+        `init="torch"`: the weights of torch_ref.model.build_model(cfg, seed), converted
+        (imports torch), so that a run can be compared step by step with --framework torch.
+
+        With `dp`, `train_step`/`eval_step` take this process's rows of the global batch
+        (the whole batch with one process; jaxmtl.data_parallel.process_rows).
+        """
+        require_x64(dtype, "the float64 trainer")
+        self.primary = jax.process_index() == 0  # the process that writes logs (jaxmtl.loop.fit)
         self.cfg, self.ocfg, self.dtype = cfg, ocfg, np.dtype(dtype)
+        if init not in ("jax", "torch"):
+            raise ValueError(f"init must be 'jax' or 'torch', got {init!r}")
         graphdef, params, batch_stats = split_model(init_model(cfg, seed))
+        if init == "torch":
+            from torch_ref.convert import torch_module_to_jax_state
+            from torch_ref.model import build_model
+
+            params, batch_stats = torch_module_to_jax_state(build_model(cfg, seed), cfg, params, batch_stats)
         self.graphdef = graphdef
         tx = make_optimizer(ocfg)
         params, batch_stats = _cast(params, self.dtype), _cast(batch_stats, self.dtype)
@@ -129,6 +144,6 @@ class JaxTrainer:
 
     def restore(self, path: Path, expect: dict) -> dict:
         state, meta = restore_checkpoint(path, self.state._asdict(), expect)
-        # Checkpoints hold whole (gathered) arrays: they restore onto any number of devices.
+        # Checkpoints hold whole arrays, written once: they restore onto any number of devices and processes.
         self.state = TrainState(**state) if self.dp is None else put_replicated(TrainState(**state), self.dp)
         return meta

@@ -37,7 +37,8 @@ from jaxmtl import cpu_compiler
 from jaxmtl.parity.checks import Check, check_from_errs
 from jaxmtl.parity.curves import COMPARE_STEPS, TrainingRun, curve_checks
 from jaxmtl.parity.precision import TOLERANCES
-from jaxmtl.parity.tables import TableConversion, require_x64
+from jaxmtl.config import require_x64
+from jaxmtl.parity.tables import TableConversion
 from jaxmtl.trees import flatten_state, tree_rel_errs, unflatten_like
 
 InputPair = tuple[Any, Any]  # (JAX inputs pytree, torch inputs pytree of numpy arrays)
@@ -155,7 +156,7 @@ def make_pair(torch_module, nnx_module, table: Sequence | Conversion | None, tor
 
     if dtype not in TOLERANCES:
         raise ValueError(f"dtype must be one of {sorted(TOLERANCES)}, got {dtype!r}")
-    require_x64(dtype)
+    require_x64(dtype, "float64 parity")
     initial = state_dict_numpy(torch_module)
     if table is None:
         if example is None:

@@ -144,10 +144,3 @@ def table_source(table, name: str = "TABLE") -> str:
                      f"{tuple(e.torch_shape)!r}),")
     lines.append("]")
     return "\n".join(lines) + "\n"
-
-
-def require_x64(dtype: str) -> None:
-    """The one x64 guard: float64 parity needs JAX's x64 mode, switched on by the caller."""
-    if dtype == "float64" and not jax.config.jax_enable_x64:
-        raise RuntimeError("float64 parity needs jax_enable_x64: call "
-                           "jaxmtl.parity.set_full_precision('float64') before any JAX array exists")
