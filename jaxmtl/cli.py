@@ -16,7 +16,7 @@ from jaxmtl.cpu_malloc import keep_freed_memory, restart_with_mimalloc
 SUBCOMMANDS = {
     "train": ("jaxmtl.main", "train the multi-task model (JAX or the torch reference)"),
     "parity": ("jaxmtl.parity.run", "compare the JAX port with the torch reference; write parity.json"),
-    "tutorials": ("jaxmtl.tutorials.run", "list or run the seed tutorials' examples side by side"),
+    "tutorials": ("jaxmtl.tutorials.run", "the autodiff study: PyTorch and JAX programs side by side, run and compared"),
     "convert": ("jaxmtl.parity.convert_cli", "torch checkpoint <-> JAX checkpoint (safetensors, npz, orbax)"),
 }
 

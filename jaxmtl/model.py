@@ -1,6 +1,6 @@
-"""The ResNet+GRU multi-task model (seed 000) as Flax NNX modules, NHWC.
+"""The ResNet+GRU multi-task model as Flax NNX modules, NHWC.
 
-Data flow, per the seed's diagram:
+Data flow:
   frames (B, T, H, W, C) --ResNet, shared over t--> features (B, T, D) --pose_head--> pose (B, T, F_pose)
   concat(features, dyn) (B, T, D + F_dyn) --GRU--> hs (B, T, H_gru) --vel_head--> vel (B, T, F_vel)
   hs[:, -1] --classifier--> logits (B, num_classes)

@@ -1,4 +1,4 @@
-"""The generic harness on two unrelated pairs: seed 004's MLP and the multi-task model."""
+"""The generic harness on two unrelated pairs: the autodiff study's MLP and the multi-task model."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _one_torch_thread():
         yield
 
 
-# ---- seed 004's MLP: x (5, 3) -> Linear(3, 4) -> Linear(4, 1), loss ((y - y2.squeeze()) ** 2).sum() --
+# ---- the study's MLP (mlp_intermediates): x (5, 3) -> Linear(3, 4) -> Linear(4, 1), loss ((y - y2.squeeze()) ** 2).sum() --
 
 class NnxMLP(nnx.Module):
     def __init__(self, rngs: nnx.Rngs):
@@ -87,7 +87,7 @@ def test_mlp_pair_passes_every_check(mlp_pair):
 
 
 def test_mlp_gradient_matches_the_seed_formula(mlp_pair):
-    """Independent of both frameworks: dl/dy2 = 2 (y2 - y), the seed's hand derivation."""
+    """Independent of both frameworks: dl/dy2 = 2 (y2 - y), the hand derivation."""
     (x, y), _ = mlp_batches(1)[0]
     w1, b1, w2, b2 = (mlp_pair.initial_state[k] for k in ("0.weight", "0.bias", "1.weight", "1.bias"))
     y1 = x @ w1.T + b1

@@ -1,4 +1,4 @@
-"""Seed 004's resnet18 examples and seed 000's multi-task gradient flow: JAX == PyTorch, float64.
+"""The resnet18 examples and the multi-task model's gradient flow: JAX == PyTorch, float64.
 
 Both frameworks start from the same torch-initialised weights converted through
 torch_ref/convert.py's table. float64 keeps the parity tolerance at 1e-10
@@ -8,11 +8,14 @@ resnet18 step, ~1e-13 on the tiny multi-task model.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
-from jaxmtl.parity.precision import TOLERANCES, set_full_precision
+from jaxmtl.parity.precision import TOLERANCES
 from jaxmtl.trees import rel_err, tree_rel_errs
+from jaxmtl.tutorials.run import run_example
 
 TOL = TOLERANCES["float64"]
 
@@ -25,21 +28,22 @@ def tree_norm(d: dict) -> float:
     return float(np.sqrt(sum(float(np.sum(np.asarray(v, np.float64) ** 2)) for v in d.values())))
 
 
-# ---- 004: resnet18 -------------------------------------------------------------------
-
 @pytest.fixture(scope="module")
-def resnet18_results():
-    """Both resnet18 examples in both frameworks, once (the JAX compile of resnet18 is the expensive part)."""
-    set_full_precision("float64")
-    from jaxmtl.tutorials import resnet18 as J
-    from torch_ref.tutorials import resnet18 as T
-
-    return {name: (getattr(J, name)(**T.jax_kwargs(name)), getattr(T, name)())
-            for name in ("resnet18_step", "resnet18_finetune")}
+def run():
+    """run(name): the example in both frameworks as `jaxmtl tutorials` runs it, once per module
+    (the JAX compiles of resnet18 and of the multi-task analysis are the expensive part)."""
+    return functools.cache(run_example)
 
 
-def test_resnet18_step_params_agree(resnet18_results):
-    j, t = resnet18_results["resnet18_step"]
+def both(run, name: str) -> tuple[dict, dict]:
+    r = run(name)
+    return r.jax, r.torch
+
+
+# ---- resnet18 --------------------------------------------------------------------------
+
+def test_resnet18_step_params_agree(run):
+    j, t = both(run, "resnet18_step")
     assert rel_err(j["loss"], t["loss"]) <= TOL
     assert rel_err(j["prediction"], t["prediction"]) <= TOL
     assert len(j["params_after"]) == 62  # 20 convs, 20 BN (scale, bias), fc (kernel, bias)
@@ -49,8 +53,8 @@ def test_resnet18_step_params_agree(resnet18_results):
     assert tree_norm(j["update"]) > 0.1  # the step moved the weights
 
 
-def test_resnet18_finetune_changes_only_the_new_classifier(resnet18_results):
-    j, t = resnet18_results["resnet18_finetune"]
+def test_resnet18_finetune_changes_only_the_new_classifier(run):
+    j, t = both(run, "resnet18_finetune")
     for res in (j, t):
         assert res["changed_params"] == "fc/bias, fc/kernel"
         assert float(res["max_abs_change_backbone"]) == 0.0
@@ -60,26 +64,10 @@ def test_resnet18_finetune_changes_only_the_new_classifier(resnet18_results):
     assert rel_err(j["loss"], t["loss"]) <= TOL
 
 
-# ---- 000: the multi-task model (tiny) ----------------------------------------------------
+# ---- the multi-task model (tiny) -------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def mt_kwargs():
-    """Torch-seed-0 tiny weights converted through the conversion table, as `jaxmtl tutorials` passes them."""
-    set_full_precision("float64")
-    from torch_ref.tutorials.multitask import jax_kwargs
-
-    return jax_kwargs("timestep_contributions")
-
-
-def _mt(name, mt_kwargs):
-    from jaxmtl.tutorials import multitask as J
-    from torch_ref.tutorials import multitask as T
-
-    return getattr(J, name)(**mt_kwargs), getattr(T, name)()
-
-
-def test_timestep_shares_sum_to_the_cnn_gradient(mt_kwargs):
-    j, t = _mt("timestep_contributions", mt_kwargs)
+def test_timestep_shares_sum_to_the_cnn_gradient(run):
+    j, t = both(run, "timestep_contributions")
     for res in (j, t):
         assert worst(res["sum_of_shares"], res["full_cnn_grad"]) <= TOL
         assert np.all(res["share_norms"] > 1e-3 * res["share_norms"].max())  # BPTT reaches every frame
@@ -88,8 +76,8 @@ def test_timestep_shares_sum_to_the_cnn_gradient(mt_kwargs):
     assert rel_err(j["feature_grad_norm_per_t"], t["feature_grad_norm_per_t"]) <= TOL
 
 
-def test_concat_splits_the_gradient(mt_kwargs):
-    j, t = _mt("concat_split", mt_kwargs)
+def test_concat_splits_the_gradient(run):
+    j, t = both(run, "concat_split")
     for res in (j, t):
         assert rel_err(res["fused_grad[..., :D]"], res["feats_grad"]) <= 1e-14
         assert rel_err(res["fused_grad[..., D:]"], res["dyn_grad"]) <= 1e-14
@@ -97,8 +85,8 @@ def test_concat_splits_the_gradient(mt_kwargs):
         assert rel_err(j[k], t[k]) <= TOL, k
 
 
-def test_total_gradient_is_the_weighted_sum(mt_kwargs):
-    j, t = _mt("weighted_loss_sum", mt_kwargs)
+def test_total_gradient_is_the_weighted_sum(run):
+    j, t = both(run, "weighted_loss_sum")
     for res in (j, t):
         assert worst(res["weighted_sum_of_part_grads"], res["grad_total"]) <= TOL
     assert rel_err(j["total_loss"], t["total_loss"]) <= TOL
@@ -106,8 +94,8 @@ def test_total_gradient_is_the_weighted_sum(mt_kwargs):
         assert worst(j[k], t[k]) <= TOL, k
 
 
-def test_stepwise_update_differs_from_the_joint_step(mt_kwargs):
-    j, t = _mt("stepwise_vs_joint", mt_kwargs)
+def test_stepwise_update_differs_from_the_joint_step(run):
+    j, t = both(run, "stepwise_vs_joint")
     key = "||joint - stepwise|| / ||joint step||"
     for res in (j, t):
         assert float(res[key]) > 0.05  # measured 0.70: not a rounding effect

@@ -1,45 +1,43 @@
-"""Seed tutorial examples without a model (001, 002, 003, 004, higher order): the seeds' printed
-values, independent formulas, and JAX == PyTorch for every example."""
+"""The tutorial examples without a model: the values printed in the original material, independent
+formulas, and JAX == PyTorch (same dtype, same values) for every example."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 from numpy.testing import assert_allclose, assert_array_equal
 
-from jaxmtl.tutorials import EXAMPLES, TOPICS, load
 from jaxmtl.trees import rel_err
+from jaxmtl.tutorials import EXAMPLES, TOPICS
 from jaxmtl.tutorials import inputs as I
+from jaxmtl.tutorials.run import run_example
+
+run = functools.cache(run_example)  # each example once per session: its tests and its docs page share it
 
 
-def both(name: str, **kwargs) -> tuple[dict, dict]:
-    return load(name, "jax")(**kwargs), load(name, "torch")(**kwargs)
+def both(name: str) -> tuple[dict, dict]:
+    """(JAX's, PyTorch's) results of the example, as `jaxmtl tutorials NAME` computes them."""
+    r = run(name)
+    return r.jax, r.torch
 
 
 def assert_agree(jax_res: dict, torch_res: dict, tol: float = 1e-12) -> None:
-    """Every numeric key present on both sides agrees: rel_err (Frobenius) <= tol for floats, exact otherwise.
-    The scalar examples are float32 on the torch side, as in the seeds, with exactly representable values."""
+    """Every numeric key present on both sides has one dtype on both sides and agrees:
+    rel_err (Frobenius) <= tol for floats, exact otherwise."""
     common = [k for k in jax_res if k in torch_res and not isinstance(jax_res[k], str)]
     assert common, "no common keys to compare"
     for k in common:
         a, b = np.asarray(jax_res[k]), np.asarray(torch_res[k])
+        assert a.dtype == b.dtype, (k, a.dtype, b.dtype)
         if a.dtype.kind in "biu" and b.dtype.kind in "biu":
             assert_array_equal(a, b, err_msg=k)
         else:
             assert rel_err(a, b) <= tol, (k, rel_err(a, b))
 
 
-def test_registry_has_both_sides_with_seed_docstrings():
-    for name, ex in EXAMPLES.items():
-        for side in ("jax", "torch"):
-            first = load(name, side).__doc__.strip().split()[0]
-            # "002", "003", ... names the seed file; the concept-map-only rows say so.
-            assert first in {"000", "001", "002", "003", "004", "Concept"}, (name, side, first)
-            assert first == "Concept" or first in ex.seed, (name, side, first, ex.seed)
-
-
-# ---- 001 and the 003 chain-rule examples --------------------------------------------
+# ---- the chain rule --------------------------------------------------------------------
 
 def test_linear_loss():
     j, t = both("linear_loss")
@@ -48,10 +46,10 @@ def test_linear_loss():
     assert_allclose(j["w_grad"], 2 * r * v["x"], rtol=1e-14)
     assert_allclose(j["b_grad"], 2 * r, rtol=1e-14)
     assert_agree(j, t)
-    assert t["grad_fns"] == "z: AddBackward0, y: MulBackward0, w: None"  # the seed's grad_fn comments
+    assert t["grad_fns"] == "z: AddBackward0, y: MulBackward0, w: None"  # as printed in the original Q&A
 
 
-def test_seed_printed_chain_values():
+def test_printed_chain_values():
     j, t = both("mul_grad")
     for res in (j, t):
         assert_array_equal(res["W_grad"], [2.0])
@@ -59,6 +57,7 @@ def test_seed_printed_chain_values():
     j, t = both("scalar_chain")
     for res in (j, t):
         assert (float(res["a_grad"]), float(res["b_grad"])) == (42.0, 28.0)
+    assert_agree(j, t)
 
 
 def test_paths_sum_to_the_gradient():
@@ -73,7 +72,7 @@ def test_paths_sum_to_the_gradient():
     assert_agree(j, t)
 
 
-# ---- 002 ---------------------------------------------------------------------------
+# ---- the one-layer network ---------------------------------------------------------------
 
 def test_one_layer_bce():
     j, t = both("one_layer_bce")
@@ -81,14 +80,14 @@ def test_one_layer_bce():
     z = v["x"] @ v["w"] + v["b"]
     b_grad = (1 / (1 + np.exp(-z)) - v["y"]) / 3  # d mean(BCE)/dz
     assert_allclose(j["b_grad"], b_grad, rtol=1e-12)
-    # The seed's printout: with x = ones(5) every row of w.grad equals b.grad.
+    # With x = ones(5) every row of w.grad equals b.grad (as the tutorial's printout shows).
     assert_allclose(j["w_grad"], np.tile(b_grad, (5, 1)), rtol=1e-12)
     assert_agree(j, t)
 
 
 def test_grad_fn_and_jaxpr():
     j, t = both("grad_fn_jaxpr")
-    assert t["z_grad_fn"] == "AddBackward0"  # seed: <AddBackward0 object ...>
+    assert t["z_grad_fn"] == "AddBackward0"  # the tutorial prints <AddBackward0 object ...>
     assert t["loss_grad_fn"] == "BinaryCrossEntropyWithLogitsBackward0"
     assert {"dot_general", "add"} <= set(j["primitives"].split(", "))
     assert "dot_general" in j["grad_jaxpr"] and "transpose" in j["grad_jaxpr"]
@@ -96,7 +95,7 @@ def test_grad_fn_and_jaxpr():
 
 def test_no_grad_detach():
     j, t = both("no_grad_detach")
-    assert t["requires_grad(z, no_grad z, detached z)"] == (True, False, False)  # seed: True, False, False
+    assert t["requires_grad(z, no_grad z, detached z)"] == (True, False, False)  # as the tutorial prints
     v = I.one_layer_inputs()
     z = v["x"] @ v["w"] + v["b"]
     assert_allclose(j["w_grad"], np.outer(v["x"], z), rtol=1e-14)  # the stopped factor is a constant
@@ -123,13 +122,14 @@ def test_jacobian_product():
     assert_agree(j, t)
 
 
-# ---- 003 autograd internals ---------------------------------------------------------
+# ---- autograd internals ------------------------------------------------------------------
 
 def test_control_flow():
     j, t = both("control_flow")
     for res in (j, t):
         assert_array_equal(res["grad_pos"], [2.0])
         assert_array_equal(res["grad_neg"], [-1.0])
+    assert_agree(j, t)
     assert_array_equal(j["grad_pos_lax_cond_jit"], [2.0])
     assert_array_equal(j["grad_neg_lax_cond_jit"], [-1.0])
     assert j["python_if_under_jit"] == "TracerBoolConversionError"
@@ -140,15 +140,18 @@ def test_custom_function():
     for res in (j, t):
         assert (float(res["c"]), float(res["a_grad"]), float(res["b_grad"])) == (5.0, 1.0, 1.0)
     assert j["custom_rule_in_jaxpr"] and t["grad_fn"] == "MyAddBackward"
+    assert_agree(j, t)
 
 
 def test_nonscalar_backward_and_relu():
     j, t = both("nonscalar_backward")
     for res in (j, t):
-        assert_allclose(res["x_grad"], [0.2, 0.4], rtol=1e-7)  # seed: tensor([0.2, 0.4]) (torch side float32)
+        assert_allclose(res["x_grad"], [0.2, 0.4], rtol=1e-15)  # as printed: tensor([0.2, 0.4])
+    assert_agree(j, t)
     j, t = both("relu_at_zero")
     for res in (j, t):
-        assert_array_equal(res["x_grad"], [0.0, 0.0, 1.0])  # seed; relu'(0) = 0 in both frameworks
+        assert_array_equal(res["x_grad"], [0.0, 0.0, 1.0])  # relu'(0) = 0 in both frameworks
+    assert_agree(j, t)
 
 
 def test_retain_grad():
@@ -156,6 +159,7 @@ def test_retain_grad():
     expected = {"y_grad": 1.0, "x_grad": 2.0, "d_grad": 14.0, "c_grad": 14.0, "a_grad": 42.0, "b_grad": 28.0}
     for res in (j, t):
         assert {k: float(res[k]) for k in expected} == expected
+    assert_agree(j, t)
 
 
 def test_checkpointing():
@@ -189,12 +193,12 @@ def test_mixed_precision():
     assert_agree(j, t, tol=1e-6)  # measured: bit-identical on this CPU (float16 ulp is 1e-3)
 
 
-# ---- 004 -------------------------------------------------------------------------------
+# ---- Q, vector-Jacobian products, the DAG, the MLP --------------------------------------------
 
 def test_q_backward_and_vjp():
     j, t = both("q_backward")
     for res in (j, t):
-        assert_array_equal(res["a_grad"], [36.0, 81.0])   # seed printout
+        assert_array_equal(res["a_grad"], [36.0, 81.0])
         assert_array_equal(res["b_grad"], [-12.0, -8.0])
         assert res["9a^2 == a.grad"].all() and res["-2b == b.grad"].all()
     assert_agree(j, t)
@@ -210,8 +214,8 @@ def test_requires_grad_propagation():
     j, t = both("requires_grad_propagation")
     first, second = "z requires grad -> (a = x + y, b = x + z)", "x requires grad -> (a = x + y, b = a + z, c = y + z)"
     for res in (j, t):
-        assert_array_equal(res[first], [False, True])  # seed: False, True
-        # The seed prints False for `a` here; torch (and JAX) say True: a depends on x.
+        assert_array_equal(res[first], [False, True])  # as the tutorial prints
+        # The original Q&A prints False for `a` here; torch (and JAX) say True: a depends on x.
         assert_array_equal(res[second], [True, True, False])
 
 
@@ -222,16 +226,17 @@ def test_x1_x2_x3():
             assert_array_equal(res[f"x1_grad{suffix}"], [4.0, 5.0, 6.0])
             assert_array_equal(res[f"x2_grad{suffix}"], [1.0, 2.0, 3.0])
             assert_array_equal(res[f"x3_grad{suffix}"], [1.0, 1.0, 1.0])
+    assert_agree(j, t)
 
 
 def test_ones_mean():
     j, t = both("ones_mean")
     for res in (j, t):
-        assert_array_equal(res["y"], np.full((2, 2), 3.0))   # seed printout
+        assert_array_equal(res["y"], np.full((2, 2), 3.0))   # the values printed in the original
         assert_array_equal(res["z"], np.full((2, 2), 27.0))
         assert float(res["out"]) == 27.0
         assert_array_equal(res["x_grad"], np.full((2, 2), 4.5))  # 6 (x + 2) / 4
-    assert t["grad_fns (y, z, out, b)"] == "AddBackward0, MulBackward0, MeanBackward0, SumBackward0"  # seed
+    assert t["grad_fns (y, z, out, b)"] == "AddBackward0, MulBackward0, MeanBackward0, SumBackward0"  # as printed
     assert t["requires_grad before/after requires_grad_()"] == (False, True)
     assert_agree(j, t)
 
@@ -245,13 +250,13 @@ def test_mlp_intermediates():
     assert_agree(j, t, tol=1e-13)
 
 
-def test_mlp_seed_numbers():
-    j, t = both("mlp_seed_numbers")
+def test_mlp_printed_values():
+    j, t = both("mlp_printed_values")
     for res in (j, t):
-        # The seed prints 4 decimals; y and y2 are rounded, so 2(y2 - y) is good to 2e-4.
-        assert_allclose(res["y2_grad"], I.SEED_MLP_Y2_GRAD, atol=2e-4)
-        assert_allclose(res["l"], I.SEED_MLP_LOSS, atol=2e-3)
-        assert_allclose(res["b1_grad"], I.SEED_MLP_B1_GRAD, atol=3e-4)  # five 4-decimal terms summed
+        # The original Q&A prints 4 decimals; y and y2 are rounded, so 2(y2 - y) is good to 2e-4.
+        assert_allclose(res["y2_grad"], I.PRINTED_MLP_Y2_GRAD, atol=2e-4)
+        assert_allclose(res["l"], I.PRINTED_MLP_LOSS, atol=2e-3)
+        assert_allclose(res["b1_grad"], I.PRINTED_MLP_B1_GRAD, atol=3e-4)  # five 4-decimal terms summed
     assert_agree(j, t)
 
 
@@ -293,13 +298,15 @@ def test_cli_lists_runs_and_rejects(capsys, tmp_path):
     assert "cannot create --out directory" in capsys.readouterr().err
     assert main(["tutorials", "scalar_chain"]) == 0
     out = capsys.readouterr().out
-    assert "JAX     : 42." in out and "PyTorch : 42." in out and "jax.grad(loss, argnums=(0, 1))" in out
+    assert "JAX     : 42  float64" in out and "PyTorch : 42  float64" in out
+    assert "loss.backward()" in out and "jax.value_and_grad(loss, argnums=(0, 1))" in out  # both programs
 
 
 def test_jax_side_does_not_import_torch():
     import subprocess
     import sys
 
-    modules = ", ".join(["jaxmtl.tutorials", "jaxmtl.tutorials.run"] + [f"jaxmtl.tutorials.{t}" for t in TOPICS])
+    modules = ", ".join(["jaxmtl.tutorials", "jaxmtl.tutorials.run", "jaxmtl.tutorials.pages"]
+                        + [f"jaxmtl.tutorials.{t}" for t in TOPICS])
     code = f"import sys, {modules}; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

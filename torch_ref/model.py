@@ -1,4 +1,4 @@
-"""The ResNet+GRU multi-task model (seed 000) from stock torch layers, NCHW.
+"""The ResNet+GRU multi-task model from stock torch layers, NCHW.
 
 `ResNet.state_dict()` has torchvision resnet18's keys and shapes minus `fc`
 (conv1, bn1, layer1.0.conv1, ..., layer4.1.bn2, layerN.0.downsample.0/1), so

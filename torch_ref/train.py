@@ -1,4 +1,4 @@
-"""The textbook torch training step (seed 000) and the torch trainer.
+"""The textbook torch training step and the torch trainer.
 
   optimizer.zero_grad(); total.backward(); clip_grad_norm_; optimizer.step()
 

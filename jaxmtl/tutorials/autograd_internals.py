@@ -1,4 +1,4 @@
-"""Seed 003, PyTorch's autograd internals as JAX transformations.
+"""PyTorch's autograd internals as JAX transformations.
 
 Control flow, custom rules (autograd.Function <-> custom_vjp), non-scalar
 backward (vjp with a cotangent), gradients of intermediates, ReLU at 0,
@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from jaxmtl.tutorials.inputs import mlp_stack_inputs
+from jaxmtl.tutorials.inputs import mixed_precision_inputs, mlp_stack_inputs
 
 
 def _branchy(x):
@@ -29,7 +29,7 @@ def _branchy_cond(x):
 
 
 def control_flow() -> dict:
-    """003 Q3 §一.2: forward(x) with `if x.sum() > 0`, x = [3.0] and [-3.0]."""
+    """Data-dependent control flow: forward(x) with `if x.sum() > 0`, at x = [3.0] and [-3.0]."""
     pos, neg = jnp.array([3.0]), jnp.array([-3.0])
     grad = jax.grad(lambda x: _branchy(x).sum())
     grad_cond = jax.jit(jax.grad(lambda x: _branchy_cond(x).sum()))
@@ -43,25 +43,20 @@ def control_flow() -> dict:
             "python_if_under_jit": jit_error}
 
 
-@jax.custom_vjp
-def my_add(x, y):
-    """MyAdd: the forward is x + y; the backward is the rule given to defvjp."""
-    return x + y
-
-
-def _my_add_fwd(x, y):
-    return x + y, (x, y)  # ctx.save_for_backward(x, y): the residuals
-
-
-def _my_add_bwd(residuals, g):
-    return g * 1, g * 1  # one cotangent per primal input, like backward's tuple
-
-
-my_add.defvjp(_my_add_fwd, _my_add_bwd)
-
-
 def custom_function() -> dict:
-    """003 Q3 §三.1: MyAdd(torch.autograd.Function) on a = 2, b = 3."""
+    """A custom backward rule: MyAdd(torch.autograd.Function) as a jax.custom_vjp, at a = 2, b = 3."""
+
+    @jax.custom_vjp
+    def my_add(x, y):  # the forward
+        return x + y
+
+    def my_add_fwd(x, y):
+        return x + y, (x, y)  # ctx.save_for_backward(x, y): the residuals
+
+    def my_add_bwd(residuals, g):
+        return g * 1, g * 1  # one cotangent per primal input, like backward's tuple
+
+    my_add.defvjp(my_add_fwd, my_add_bwd)
     a, b = jnp.array(2.0), jnp.array(3.0)
     c, (ga, gb) = jax.value_and_grad(my_add, argnums=(0, 1))(a, b)
     jaxpr = str(jax.make_jaxpr(my_add)(a, b))
@@ -70,7 +65,7 @@ def custom_function() -> dict:
 
 
 def nonscalar_backward() -> dict:
-    """003 Q3 §三.3: x = [1, 2], y = 2x, y.backward(gradient=[0.1, 0.2]) -> x.grad = [0.2, 0.4]."""
+    """Backward from a non-scalar: y = 2x at x = [1, 2] with gradient v = [0.1, 0.2] gives x.grad = v^T J = [0.2, 0.4]."""
     x = jnp.array([1.0, 2.0])
     _, pullback = jax.vjp(lambda x: x * 2, x)
     (gx,) = pullback(jnp.array([0.1, 0.2]))
@@ -78,7 +73,7 @@ def nonscalar_backward() -> dict:
 
 
 def retain_grad() -> dict:
-    """003 Q3 §六.3: y = 2x, y.retain_grad(); and c, d of the 42/28 chain.
+    """Gradients of intermediates: y in y = 2x, and c, d in the chain loss = (a*b + 1)^2.
 
     JAX keeps no gradients anywhere: to see dloss/dy, split the function at y
     and differentiate the tail at y; the head's pullback finishes the chain.
@@ -98,7 +93,7 @@ def retain_grad() -> dict:
 
 
 def relu_at_zero() -> dict:
-    """003 Q1 §四.2: x = [-1, 0, 2], relu(x).backward(ones) -> x.grad = [0, 0, 1]; relu'(0) = 0."""
+    """ReLU's gradient at x = [-1, 0, 2] is [0, 0, 1]: both frameworks take relu'(0) = 0."""
     x = jnp.array([-1.0, 0.0, 2.0])
     _, pullback = jax.vjp(jax.nn.relu, x)
     return {"x_grad": np.asarray(pullback(jnp.ones(3))[0])}
@@ -116,7 +111,7 @@ def _mlp_loss(ws, x, remat: bool):
 
 
 def checkpointing(inputs: dict | None = None) -> dict:
-    """003 Q3 §三.4 / Q4 §五.1: torch.utils.checkpoint <-> jax.checkpoint, same gradients."""
+    """Gradient checkpointing (recompute activations in the backward) leaves the gradients unchanged."""
     v = {k: jnp.asarray(a) for k, a in (inputs or mlp_stack_inputs()).items()}
     ws = list(v["ws"])
     g_plain = jax.grad(_mlp_loss)(ws, v["x"], False)
@@ -128,7 +123,7 @@ def checkpointing(inputs: dict | None = None) -> dict:
 
 
 def grad_clipping(inputs: dict | None = None, max_norm: float = 1.0) -> dict:
-    """003 Q3 §五.3: clip_grad_norm_(params, max_norm=1.0) <-> optax.clip_by_global_norm(1.0).
+    """Gradient clipping by global norm: clip_grad_norm_(params, 1.0) corresponds to optax.clip_by_global_norm(1.0).
 
     Deliberate difference: torch scales by max_norm / (norm + 1e-6), optax by
     max_norm / norm; the clipped gradients differ by ~1e-6 / norm relative.
@@ -141,10 +136,6 @@ def grad_clipping(inputs: dict | None = None, max_norm: float = 1.0) -> dict:
             "clipped_norm": np.asarray(optax.tree.norm(clipped))}
 
 
-MP_X = np.array([1.0, 2.0, 3.0, 4.0], np.float32) * 1e-3
-MP_W = np.full(4, 1e-3, np.float32)
-
-
 def _mp_loss(w, x, dtype):
     """loss = (x . w)^2 computed in `dtype` from float32 master weights; returned as float32."""
     y = jnp.dot(x.astype(dtype), w.astype(dtype))
@@ -152,7 +143,7 @@ def _mp_loss(w, x, dtype):
 
 
 def mixed_precision(init_scale: float = 2.0 ** 16, static_scale: float = 1024.0) -> dict:
-    """003 Q3 §五.2 / Q4 §五.2: grads of (x . w)^2 ~ 1e-8 in bf16, float16, float16 with loss scaling.
+    """Mixed precision: gradients of (x . w)^2, about 1e-8, in bfloat16, float16, and float16 with loss scaling.
 
     bfloat16 keeps float32's 8 exponent bits: 1e-8 is representable, no loss
     scaling needed (torch uses autocast(bfloat16) without a GradScaler).
@@ -164,7 +155,8 @@ def mixed_precision(init_scale: float = 2.0 ** 16, static_scale: float = 1024.0)
     skipped and S is halved, exactly GradScaler's dynamic rule. JAX has no
     built-in scaler; the few lines below are the whole mechanism.
     """
-    x, w = jnp.asarray(MP_X), jnp.asarray(MP_W)
+    v = mixed_precision_inputs()  # float32
+    x, w = jnp.asarray(v["x"]), jnp.asarray(v["w"])
 
     def grads(dtype, scale=1.0):
         g = jax.grad(lambda w: _mp_loss(w, x, dtype) * jnp.float32(scale))(w)

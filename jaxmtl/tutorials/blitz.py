@@ -1,4 +1,4 @@
-"""Seed 004 (the 'blitz' autograd tutorial): Q = 3a^3 - b^2, VJPs, the DAG, backward's gradient, the MLP."""
+"""The blitz autograd tutorial and its companions: Q = 3a^3 - b^2, VJPs, the DAG, backward's gradient, an MLP."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _q(a, b):
 
 
 def q_backward() -> dict:
-    """004 'Differentiation in Autograd': Q.backward(gradient=[1, 1]) -> a.grad = 9a^2, b.grad = -2b."""
+    """Q = 3a^3 - b^2 with Q.backward(gradient=[1, 1]): a.grad = 9a^2, b.grad = -2b."""
     a, b = jnp.array([2.0, 3.0]), jnp.array([6.0, 4.0])
     q, pullback = jax.vjp(_q, a, b)
     ga, gb = pullback(jnp.ones_like(q))  # external_grad = [1, 1]; same as jax.grad(lambda a, b: _q(a, b).sum())
@@ -23,7 +23,7 @@ def q_backward() -> dict:
 
 
 def vjp_jacobian(v: tuple[float, float] = (0.5, -1.0)) -> dict:
-    """004 'Vector Calculus using autograd': J^T v from the full Jacobian equals the VJP."""
+    """J^T v from the full Jacobian of Q equals the vector-Jacobian product that backward(gradient=v) computes."""
     a, b = jnp.array([2.0, 3.0]), jnp.array([6.0, 4.0])
     ja, jb = jax.jacrev(_q, argnums=(0, 1))(a, b)  # (2, 2) each: dQ_i / da_j
     v = jnp.asarray(v)
@@ -42,7 +42,7 @@ def _depends(f, args: tuple, argnum: int) -> list[bool]:
 
 
 def requires_grad_propagation() -> dict:
-    """004 'Exclusion from the DAG': which results need gradients.
+    """Which results need gradients: those that depend on an input that requires them.
 
     JAX has no requires_grad flag: you differentiate with respect to chosen
     arguments, and exactly the results that depend on them carry tangents.
@@ -55,7 +55,7 @@ def requires_grad_propagation() -> dict:
 
 
 def x1_x2_x3() -> dict:
-    """004 'torch.Tensor.backward': y1 = x1*x2, y2 = y1 + x3, z = sum(y2) -> [4,5,6], [1,2,3], [1,1,1]."""
+    """y2 = x1*x2 + x3: z = sum(y2).backward() and y2.backward(ones) both give [4,5,6], [1,2,3], [1,1,1]."""
     x1, x2, x3 = jnp.array([1.0, 2.0, 3.0]), jnp.array([4.0, 5.0, 6.0]), jnp.array([7.0, 8.0, 9.0])
 
     def y2_of(x1, x2, x3):
@@ -69,7 +69,7 @@ def x1_x2_x3() -> dict:
 
 
 def mlp_intermediates(inputs: dict | None = None) -> dict:
-    """004 'A simple MLP': y1 = x w1 + b1, y2 = y1 w2 + b2, l = sum((y - y2)^2); grads of y2, y1, and by hand."""
+    """y1 = x w1 + b1, y2 = y1 w2 + b2, l = sum((y - y2)^2): gradients of y2, y1 and the weights, by autodiff and by hand."""
     v = {k: jnp.asarray(a) for k, a in (inputs or I.mlp_inputs()).items()}
 
     def tail2(y2):
@@ -94,18 +94,18 @@ def mlp_intermediates(inputs: dict | None = None) -> dict:
             "w2_grad": np.asarray(grads[2]), "b2_grad": np.asarray(grads[3])}
 
 
-def mlp_seed_numbers() -> dict:
-    """004 'A simple MLP' printout: y2_grad, l and b1.grad recomputed from the seed's printed numbers."""
-    y, y2 = jnp.asarray(I.SEED_MLP_Y), jnp.asarray(I.SEED_MLP_Y2)
+def mlp_printed_values() -> dict:
+    """The same MLP at printed values of y, y2 and y1_grad: l, y2_grad and b1.grad recomputed from them."""
+    y, y2 = jnp.asarray(I.PRINTED_MLP_Y), jnp.asarray(I.PRINTED_MLP_Y2)
     l, y2_grad = jax.value_and_grad(lambda y2: jnp.sum((y - y2.squeeze()) ** 2))(y2)
-    v = I.mlp_inputs()  # x and w1 are not printed by the seed; the b1 pullback does not depend on them
+    v = I.mlp_inputs()  # x and w1 were not printed; the b1 pullback does not depend on them
     _, pullback = jax.vjp(lambda b1: jnp.asarray(v["x"]) @ jnp.asarray(v["w1"]) + b1, jnp.zeros(4))
-    (b1_grad,) = pullback(jnp.asarray(I.SEED_MLP_Y1_GRAD))
+    (b1_grad,) = pullback(jnp.asarray(I.PRINTED_MLP_Y1_GRAD))
     return {"l": np.asarray(l), "y2_grad": np.asarray(y2_grad), "b1_grad": np.asarray(b1_grad)}
 
 
 def ones_mean() -> dict:
-    """004 'torch.Tensor.backward' (last snippets): x = ones(2, 2), y = x + 2, z = 3 y^2, out = mean(z) = 27."""
+    """x = ones(2, 2), y = x + 2, z = 3 y^2, out = mean(z) = 27: x.grad = 6 (x + 2) / 4 = 4.5."""
     x = jnp.ones((2, 2))
 
     def forward(x):

@@ -1,4 +1,4 @@
-"""Seeds 001 and 003: the chain rule on scalars, and gradients as sums over paths.
+"""The chain rule on scalars, and gradients as sums over paths.
 
 PyTorch marks leaves with requires_grad=True and reads .grad after
 loss.backward(); JAX differentiates a function with respect to the arguments
@@ -15,7 +15,7 @@ from jaxmtl.tutorials.inputs import linear_inputs
 
 
 def linear_loss(inputs: dict | None = None) -> dict:
-    """001 §4-5: y = w*x + b, loss = (z - target)^2, dloss/dw and dloss/db."""
+    """z = w*x + b, loss = (z - target)^2: dloss/dw = 2 (z - target) x, dloss/db = 2 (z - target)."""
     v = {k: jnp.asarray(a) for k, a in (inputs or linear_inputs()).items()}
 
     def loss(w, b):
@@ -27,13 +27,13 @@ def linear_loss(inputs: dict | None = None) -> dict:
 
 
 def mul_grad() -> dict:
-    """003 Q1 §二.3: W = 3, x = 2, y = W * x -> W.grad = 2, x.grad = 3."""
+    """y = W * x at W = 3, x = 2: dy/dW = x = 2, dy/dx = W = 3."""
     gw, gx = jax.grad(lambda w, x: jnp.sum(w * x), argnums=(0, 1))(jnp.array([3.0]), jnp.array([2.0]))
     return {"W_grad": np.asarray(gw), "x_grad": np.asarray(gx)}
 
 
 def scalar_chain() -> dict:
-    """003 Q3 §二: a = 2, b = 3, c = a*b, d = c + 1, loss = d^2 -> a.grad = 42, b.grad = 28."""
+    """c = a*b, d = c + 1, loss = d^2 at a = 2, b = 3: dloss/da = 2 d b = 42, dloss/db = 2 d a = 28."""
 
     def loss(a, b):
         c = a * b
@@ -45,7 +45,7 @@ def scalar_chain() -> dict:
 
 
 def two_paths(theta: float = 1.5) -> dict:
-    """003 Q2 §二: L = A + B, A = theta^2, B = 2 theta; dL/dtheta = 2 theta + 2 as path 1 + path 2."""
+    """L = A + B, A = theta^2, B = 2 theta: dL/dtheta = 2 theta + 2 is the sum of one term per path."""
     t = jnp.asarray(theta)
 
     def loss_ab(a, b):  # the last op, differentiated at its inputs: dL/dA, dL/dB
@@ -61,7 +61,7 @@ def two_paths(theta: float = 1.5) -> dict:
 
 
 def four_op_paths(theta: float = 1.0) -> dict:
-    """003 Q2 §四: C = theta^3, D = sin(theta), E = C*D, L = ln(E); by paths and by autodiff."""
+    """C = theta^3, D = sin(theta), E = C*D, L = ln(E): the sum over the paths via C and via D is the gradient."""
     t = jnp.asarray(theta)
     c, pull_c = jax.vjp(lambda t: t ** 3, t)
     d, pull_d = jax.vjp(jnp.sin, t)

@@ -1,4 +1,4 @@
-"""Concept-map rows without a seed example of their own: higher-order derivatives and the jit cache.
+"""Higher-order derivatives, and the jit cache as the counterpart of the dynamic graph.
 
 torch needs create_graph=True to differentiate a gradient again, because a
 gradient is normally computed outside the graph. In JAX grad returns a
@@ -13,7 +13,7 @@ import numpy as np
 
 
 def higher_order(x: float = 2.0) -> dict:
-    """002 retain_graph table (二阶导数): f = x^3 at x = 2 -> f' = 12, f'' = 12, f''' = 6."""
+    """f = x^3 at x = 2: f' = 12, f'' = 12, f''' = 6."""
     f = lambda x: x ** 3  # noqa: E731
     x = jnp.asarray(x)
     return {"d1": np.asarray(jax.grad(f)(x)), "d2": np.asarray(jax.grad(jax.grad(f))(x)),
@@ -26,14 +26,14 @@ def hessian_fn(x):
 
 
 def hessian(x: tuple[float, float, float] = (1.0, 2.0, 3.0)) -> dict:
-    """Concept map (create_graph / higher order): the Hessian of x0^2 x1 + x0 sin(x2)."""
+    """The Hessian of x0^2 x1 + x0 sin(x2) at (1, 2, 3)."""
     x = jnp.asarray(x)
     return {"hessian": np.asarray(jax.hessian(hessian_fn)(x)),
             "jacfwd(jacrev)": np.asarray(jax.jacfwd(jax.jacrev(hessian_fn))(x))}
 
 
 def retracing() -> dict:
-    """002 'More on Computational Graphs' / 004 'DAG is dynamic': torch re-records, jit traces once per signature.
+    """torch records a new graph on every call; jax.jit traces once per input signature.
 
     A jitted function is traced (its Python body runs) once per input shape,
     dtype and static-argument value; later calls with the same signature

@@ -1,10 +1,10 @@
-"""Seed 000: how gradients flow in the ResNet+GRU multi-task model (tiny config), made measurable.
+"""How gradients flow in the ResNet+GRU multi-task model (tiny config), made measurable.
 
 Each function takes the model's weights converted from the torch reference
 ({"params": {JAX name: array}, "batch_stats": {...}}, see
 torch_ref/tutorials/multitask.py) and returns gradients as flat
-{JAX name: array} dicts. BatchNorm runs in train mode throughout, as in the
-seed's training step.
+{JAX name: array} dicts. BatchNorm runs in train mode throughout, as in a
+training step.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _backbone(flat: dict) -> dict:
 def _analysis(graphdef, cfg: ModelConfig):
     """One jitted function computing every quantity the four examples show (one compile, shared).
 
-    The model is split where the seed's story splits it: feats = encode(params)
+    The model is split where the gradient story splits it: feats = encode(params)
     (the shared CNN over all B*T frames) and heads(params, feats, dyn) -> losses.
     One vjp of each; the pullbacks are vmapped over all cotangents at once:
     heads over (loss_final, loss_pose, loss_vel, total), the encoder over those
@@ -101,7 +101,7 @@ def _analysis(graphdef, cfg: ModelConfig):
 
 
 def timestep_contributions(weights: dict | None = None, cfg: ModelConfig = TINY, dtype: str = "float64") -> dict[str, Any]:
-    """000 问题一 Step 2-4: loss_final's gradient on the shared CNN = sum over timesteps of one vjp each.
+    """loss_final's gradient on the shared CNN is the sum over timesteps of one pullback each (BPTT).
 
     loss_final reads only the last GRU state; BPTT carries its gradient to
     every timestep's CNN features. Pulling back dloss/dfeats masked to one
@@ -121,7 +121,7 @@ def timestep_contributions(weights: dict | None = None, cfg: ModelConfig = TINY,
 
 
 def concat_split(weights: dict | None = None, cfg: ModelConfig = TINY, dtype: str = "float64") -> dict[str, Any]:
-    """000 问题一 Step 3: d loss_final / d concat(feats, dyn) splits into d/dfeats and d/ddyn."""
+    """The gradient at the concat splits: d loss_final / d concat(feats, dyn) = [d/dfeats, d/ddyn]."""
     graphdef, params, stats, batch = build(weights, cfg, dtype=dtype)
     r = _analysis(graphdef, cfg)(params, stats, batch)
     d = cfg.feature_dim
@@ -131,7 +131,7 @@ def concat_split(weights: dict | None = None, cfg: ModelConfig = TINY, dtype: st
 
 
 def weighted_loss_sum(weights: dict | None = None, cfg: ModelConfig = TINY, dtype: str = "float64") -> dict[str, Any]:
-    """000 问题二: grad(total) = grad(loss_final) + w_pose grad(loss_pose) + w_vel grad(loss_vel)."""
+    """One backward of the weighted total: grad(total) = grad(loss_final) + w_pose grad(loss_pose) + w_vel grad(loss_vel)."""
     graphdef, params, stats, batch = build(weights, cfg, dtype=dtype)
     r = _analysis(graphdef, cfg)(params, stats, batch)
     parts = {k: flatten_state(r["grads"][k]) for k in LOSS_PARTS}
@@ -144,7 +144,7 @@ def weighted_loss_sum(weights: dict | None = None, cfg: ModelConfig = TINY, dtyp
 
 def stepwise_vs_joint(weights: dict | None = None, cfg: ModelConfig = TINY, dtype: str = "float64",
                       lr: float = 0.1) -> dict[str, Any]:
-    """000 问题二 warning: step on loss_final, then backprop the auxiliary losses at the new weights, vs one joint step.
+    """Stepping on loss_final, then back-propagating the auxiliary losses at the new weights, is not one joint step.
 
     Plain SGD (lr 0.1). joint: p - lr grad(total)(p). stepwise:
     p1 = p - lr grad(loss_final)(p), then p1 - lr grad(w_pose loss_pose + w_vel loss_vel)(p1).

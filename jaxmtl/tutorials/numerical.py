@@ -1,4 +1,4 @@
-"""Seed 003 Q4: numerical vs symbolic vs automatic differentiation, measured.
+"""Numerical vs symbolic vs automatic differentiation, measured.
 
 - central differences: error against the exact derivative as a function of h,
   truncation O(h^2) + rounding O(eps/h), optimum near eps^(1/3), per dtype;
@@ -39,7 +39,7 @@ def _slope(h, err, lo, hi) -> float:
 
 
 def fd_error_vs_h() -> dict:
-    """003 Q4 §三.1 / §六: central-difference error of d/dx e^x vs h, float32 and float64."""
+    """Central-difference error of d/dx e^x against h, in float32 and float64: O(h^2) truncation plus O(eps/h) rounding."""
     _need_x64()
     out = {"h": H_GRID}
     exact = np.exp(X_GRID)  # d/dx e^x = e^x, in float64
@@ -61,7 +61,7 @@ def fd_error_vs_h() -> dict:
 
 
 def exp_at_20() -> dict:
-    """003 Q4 §三.1: d/dx e^x at x = 20 (e^20 = 4.85e8) by central differences and by autodiff."""
+    """d/dx e^x at x = 20 (e^20 = 4.85e8) by central differences and by autodiff."""
     _need_x64()
     exact = float(np.exp(np.float64(20.0)))
     out = {"h": H_GRID, "exact": exact}
@@ -96,7 +96,7 @@ def _stable(x):
 
 
 def sqrt_cancellation() -> dict:
-    """003 Q4 §三.3: sqrt(x^2 + 1) - x and its derivative at large x, naive vs stable form, float64.
+    """Cancellation: sqrt(x^2 + 1) - x and its derivative at large x, naive vs stable form, float64.
 
     Measured: autodiff of the naive form cancels exactly as its symbolic
     derivative x / sqrt(x^2 + 1) - 1 does. Autodiff differentiates the
@@ -114,7 +114,7 @@ def sqrt_cancellation() -> dict:
 
 
 def fd_cost(ns: tuple[int, ...] = (10, 30, 100, 300, 1000), h: float = 1e-6) -> dict:
-    """003 Q4 §一.1: a gradient of f: R^n -> R by central differences (2n calls of f) vs one jax.grad."""
+    """The cost of a gradient of f: R^n -> R: 2n calls of f by central differences, one reverse pass by jax.grad."""
     _need_x64()
     calls = {"n": 0}
 
@@ -147,8 +147,9 @@ def fd_cost(ns: tuple[int, ...] = (10, 30, 100, 300, 1000), h: float = 1e-6) -> 
 
 
 def numerical_stability(out_dir: str | Path | None = None, cost_ns: tuple[int, ...] = (10, 30, 100, 300, 1000)) -> dict:
-    """003 Q4: the whole study; with out_dir, writes the four PNG figures there."""
-    parts = {"fd": fd_error_vs_h(), "exp20": exp_at_20(), "sqrt": sqrt_cancellation(), "cost": fd_cost(cost_ns)}
+    """The four measurements above together; with out_dir, writes their PNG figures there."""
+    parts = {"fd_error_vs_h": fd_error_vs_h(), "exp_at_20": exp_at_20(), "sqrt_cancellation": sqrt_cancellation(),
+             "fd_cost": fd_cost(cost_ns)}
     out = {f"{p}/{k}": v for p, res in parts.items() for k, v in res.items()}
     if out_dir is not None:
         from jaxmtl.tutorials.plots import write_plots

@@ -1,4 +1,4 @@
-"""Seed 002: the official autograd tutorial's one-layer network, retain_graph, no_grad/detach, Jacobian products.
+"""The one-layer network of the autograd tutorial: gradients, the graph, no_grad/detach, retain_graph, Jacobian products.
 
 Network: z = x @ w + b, loss = BCE-with-logits(z, y), mean over the 3 outputs
 (torch's default reduction), x = ones(5), y = zeros(3).
@@ -26,14 +26,14 @@ def _bce_loss(w, b, x, y):
 
 
 def one_layer_bce(inputs: dict | None = None) -> dict:
-    """002 'Computing Gradients': loss.backward(); w.grad, b.grad."""
+    """BCE-with-logits loss of z = x @ w + b: its gradients with respect to w and b."""
     v = _arrays(inputs)
     loss, (gw, gb) = jax.value_and_grad(_bce_loss, argnums=(0, 1))(v["w"], v["b"], v["x"], v["y"])
     return {"loss": np.asarray(loss), "w_grad": np.asarray(gw), "b_grad": np.asarray(gb)}
 
 
 def grad_fn_jaxpr(inputs: dict | None = None) -> dict:
-    """002 'Tensors, Functions and Computational graph': z.grad_fn / loss.grad_fn <-> jax.make_jaxpr."""
+    """The recorded computation: torch's grad_fn chain corresponds to the jaxpr of the loss and of its gradient."""
     v = _arrays(inputs)
     forward = jax.make_jaxpr(_bce_loss)(v["w"], v["b"], v["x"], v["y"])
     backward = jax.make_jaxpr(jax.grad(_bce_loss, argnums=(0, 1)))(v["w"], v["b"], v["x"], v["y"])
@@ -42,7 +42,7 @@ def grad_fn_jaxpr(inputs: dict | None = None) -> dict:
 
 
 def no_grad_detach(inputs: dict | None = None) -> dict:
-    """002 'Disabling Gradient Tracking': torch.no_grad() / z.detach() <-> lax.stop_gradient.
+    """A stopped value is a constant: torch.no_grad() / z.detach() correspond to lax.stop_gradient.
 
     loss = sum(stop_gradient(z) * z): the stopped factor is a constant, so
     dloss/dw = outer(x, z) instead of outer(x, 2 z).
@@ -59,12 +59,12 @@ def no_grad_detach(inputs: dict | None = None) -> dict:
 
 
 def retain_graph(inputs: dict | None = None) -> dict:
-    """002 retain_graph (Chinese notes): two losses on one graph; two pullbacks add up to grad of the sum.
+    """Two losses on one graph: two backward passes add up to the gradient of their sum.
 
     torch: loss1.backward(retain_graph=True); loss2.backward() accumulates in .grad.
     JAX: jax.vjp linearises once; the returned function can be called any
     number of times (there is no graph to free), and the sum is explicit.
-    Also the seed's x -> y = 2x -> y.sum() backward twice: x.grad = 2 + 2.
+    Also y = 2x, loss = y.sum(), backward twice: x.grad = 2 + 2.
     """
     v = _arrays(inputs)
 
@@ -86,7 +86,7 @@ def retain_graph(inputs: dict | None = None) -> dict:
 
 
 def jacobian_product() -> dict:
-    """002 'Tensor Gradients and Jacobian Products': inp = eye(4, 5), out = (inp + 1)^2 .T, backward(ones) x3."""
+    """inp = eye(4, 5), out = (inp + 1)^2 .T: v^T J with v = ones, twice (accumulated), then after zeroing."""
     inp = jnp.eye(4, 5)
     out, pullback = jax.vjp(lambda a: ((a + 1) ** 2).T, inp)
     v = jnp.ones_like(out)

@@ -1,4 +1,4 @@
-"""Seed 004 with a model: one resnet18 training step, and fine-tuning with a frozen backbone.
+"""The blitz tutorial's model examples: one resnet18 training step, and fine-tuning with a frozen backbone.
 
 resnet18 here is jaxmtl.model.ResNet(3, (64, 128, 256, 512)) (torchvision's
 topology without fc) + a torch-initialised Linear(512, num_classes), NHWC.
@@ -62,7 +62,7 @@ def _sum_loss(graphdef, params, stats, data, labels):
 
 def resnet18_step(weights: dict | None = None, seed: int = 0, dtype: str = "float64",
                   lr: float = 1e-2, momentum: float = 0.9) -> dict[str, Any]:
-    """004 'Usage in PyTorch': prediction = model(data), loss = (prediction - labels).sum(), SGD(1e-2, 0.9) step.
+    """One training step: prediction = model(data), loss = (prediction - labels).sum(), SGD(1e-2, momentum 0.9).
 
     optax.sgd(lr, momentum) keeps trace = g + momentum * trace and adds
     -lr * trace; torch's SGD keeps buf = momentum * buf + g (buf = g at the
@@ -88,7 +88,7 @@ def resnet18_step(weights: dict | None = None, seed: int = 0, dtype: str = "floa
 
 def resnet18_finetune(weights: dict | None = None, seed: int = 0, dtype: str = "float64",
                       lr: float = 1e-2, momentum: float = 0.9) -> dict[str, Any]:
-    """004 'Exclusion from the DAG': freeze resnet18, new fc = Linear(512, 10); one step changes only fc.
+    """Fine-tuning: freeze resnet18, add a new fc = Linear(512, 10); one step changes only fc.
 
     torch: requires_grad=False on every parameter, then a fresh nn.Linear.
     JAX: the frozen subtree enters the loss through lax.stop_gradient (no

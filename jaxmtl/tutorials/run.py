@@ -1,113 +1,92 @@
-"""`jaxmtl tutorials [NAME]`: list the examples, or run one in JAX and PyTorch side by side."""
+"""`jaxmtl tutorials [NAME]`: list the examples, show one (both programs, results, idiom), or write the docs pages."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import shutil
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
-import numpy as np
+from jaxmtl.tutorials import EXAMPLES, get, unknown_name_message
 
-from jaxmtl.trees import rel_err, tree_rel_errs
-from jaxmtl.tutorials import EXAMPLES, Example, get, load, unknown_name_message
+
+class Results(NamedTuple):
+    torch: dict
+    jax: dict
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", nargs="?", help="the example to run; omit to list them")
+    p.add_argument("name", nargs="?", help="the example to show; omit to list them")
+    part = p.add_mutually_exclusive_group()
+    part.add_argument("--code", action="store_true", help="show only the two programs (runs nothing)")
+    part.add_argument("--results", action="store_true", help="show only the results and their agreement")
+    p.add_argument("--write-docs", type=Path, metavar="DIR",
+                   help="run every example; write one markdown page per topic, an index and the plots to DIR")
     p.add_argument("--out", type=Path, default=Path("tutorials_out"),
                    help="directory for the plots of numerical_stability (default: tutorials_out/)")
     p.add_argument("--seed", type=int, default=0, help="weight seed of the model-based examples")
 
 
-def list_examples(file=sys.stdout) -> None:
+def list_examples() -> None:
     width = max(len(n) for n in EXAMPLES)
     for ex in EXAMPLES.values():
-        print(f"{ex.name:<{width}}  [{ex.seed}] {ex.description}", file=file)
+        print(f"{ex.name:<{width}}  {ex.shows}")
 
 
-def _fmt(v) -> str:
-    if isinstance(v, dict):  # {name: array}: a parameter tree, flattened
-        total = np.sqrt(sum(float(np.sum(np.asarray(a, np.float64) ** 2)) for a in v.values()))
-        return f"{len(v)} arrays, total norm {total:.6g}"
-    if isinstance(v, (np.ndarray, np.generic, bool, int, float)):
-        a = np.asarray(v)
-        if a.size > 12:  # big arrays: a summary, the full values are one call away
-            head = np.array2string(a.ravel()[:4], precision=6, max_line_width=10**6)[:-1]
-            return f"{a.dtype} {a.shape} norm {np.linalg.norm(a.astype(np.float64)):.6g}, first {head} ...]"
-        text = np.array2string(a, precision=6, max_line_width=10**6).replace("\n", "")
-        return text + f"  {a.dtype}" + (f" {a.shape}" if a.ndim else "")
-    return str(v)
+def run_example(name: str, seed: int = 0, out_dir: Path | None = None) -> Results:
+    """Both sides of example `name` from the same inputs, with float64 available on both (the examples pick dtypes)."""
+    ex = get(name)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from jaxmtl.parity.precision import set_full_precision
+    from jaxmtl.tutorials import load
+
+    set_full_precision("float64")  # also turns TF32 off in torch; imports torch (the torch side needs it anyway)
+    kwargs = {}
+    if ex.weights_from_torch:
+        kwargs = importlib.import_module(f"torch_ref.tutorials.{ex.topic}").jax_kwargs(name, seed=seed)
+    if ex.writes_files and out_dir is not None:
+        kwargs["out_dir"] = out_dir
+    torch_fn = load(name, "torch")
+    torch_res = torch_fn(seed=seed) if ex.weights_from_torch else torch_fn()
+    return Results(torch_res, load(name, "jax")(**kwargs))
 
 
-def _rel(a, b) -> str:
-    """The project's one metric, rel_err, for arrays; the worst tensor for {name: array} dicts."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        errs = tree_rel_errs(a, b)
-        worst = max(errs, key=errs.get)
-        return f"{errs[worst]:.3e} (worst tensor: {worst})"
-    try:
-        a, b = np.asarray(a), np.asarray(b)
-        if a.dtype.kind in "fiu" and b.dtype.kind in "fiu" and a.shape == b.shape:
-            return f"{rel_err(a, b):.3e}"
-    except (TypeError, ValueError):
-        pass
-    return ""
-
-
-def print_side_by_side(ex: Example, jax_res: dict, torch_res: dict, file=sys.stdout) -> None:
-    print(f"== {ex.name}  (seed {ex.seed}): {ex.description}", file=file)
-    print(f"   PyTorch: {ex.torch_idiom}", file=file)
-    print(f"   JAX:     {ex.jax_idiom}", file=file)
-    blocks = []
-    for key in list(jax_res) + [k for k in torch_res if k not in jax_res]:
-        values = [("JAX", jax_res.get(key)), ("PyTorch", torch_res.get(key))]
-        if any(isinstance(v, str) and "\n" in v for _, v in values):
-            blocks.append((key, values))
-            continue
-        print(f"  {key}", file=file)
-        for side, v in values:
-            print(f"    {side:<8}: {'-' if v is None else _fmt(v)}", file=file)
-        if key in jax_res and key in torch_res and (r := _rel(jax_res[key], torch_res[key])):
-            print(f"    rel_err : {r}", file=file)
-    for key, values in blocks:
-        for side, v in values:
-            if v is not None:
-                print(f"  {key} ({side}):\n" + "\n".join("    " + line for line in str(v).splitlines()), file=file)
+def _refuse(message: str) -> int:
+    print(f"jaxmtl tutorials: {message}", file=sys.stderr)
+    return 2
 
 
 def run(args: argparse.Namespace) -> int:
+    from jaxmtl.tutorials import render
+
+    if args.write_docs is not None:
+        if args.name or args.code or args.results:
+            return _refuse("--write-docs writes every example; it takes no NAME, --code or --results")
+        from jaxmtl.tutorials.pages import write_docs
+
+        for path in write_docs(args.write_docs, lambda name: run_example(name, args.seed)):
+            print(path)
+        return 0
     if args.name is None:
         list_examples()
         return 0
     if args.name not in EXAMPLES:
-        print(f"jaxmtl tutorials: {unknown_name_message(args.name)}", file=sys.stderr)
-        return 2
+        return _refuse(unknown_name_message(args.name))
     ex = get(args.name)
-    if ex.writes_files:  # fail on an unusable --out before any computation
+    out_dir = args.out if ex.writes_files and not args.code else None
+    if out_dir is not None:  # fail on an unusable --out before any computation
         try:
-            args.out.mkdir(parents=True, exist_ok=True)
+            out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            print(f"jaxmtl tutorials: cannot create --out directory {args.out}: {e}", file=sys.stderr)
-            return 2
-    import jax
-
-    # Several examples compare float64 results (and the numerical study needs
-    # float64); every example creates its arrays with explicit dtypes.
-    jax.config.update("jax_enable_x64", True)
-    from jaxmtl.parity.precision import set_full_precision
-
-    set_full_precision("float64")  # also turns TF32 off in torch; imports torch (the torch side needs it anyway)
-    torch_fn, jax_fn = load(ex.name, "torch"), load(ex.name, "jax")
-    kwargs = {}
-    if ex.weights_from_torch:
-        import importlib
-
-        kwargs = importlib.import_module(f"torch_ref.tutorials.{ex.topic}").jax_kwargs(ex.name, seed=args.seed)
-    if ex.writes_files:
-        kwargs["out_dir"] = args.out
-    jax_res = jax_fn(**kwargs)
-    torch_res = torch_fn(seed=args.seed) if ex.weights_from_torch else torch_fn()
-    print_side_by_side(ex, jax_res, torch_res)
-    if ex.writes_files:
-        print(f"plots written to {args.out}/", file=sys.stderr)
+            return _refuse(f"cannot create --out directory {out_dir}: {e}")
+    results = None if args.code else run_example(args.name, args.seed, out_dir)
+    width = shutil.get_terminal_size().columns
+    print(render.terminal_text(render.view(args.name, results), width, code=not args.results, results=not args.code),
+          end="")
+    if out_dir is not None:
+        print(f"plots written to {out_dir}/", file=sys.stderr)
     return 0

@@ -1,4 +1,4 @@
-"""Seed 003, the PyTorch originals: control flow, autograd.Function, backward(gradient), retain_grad,
+"""PyTorch's autograd internals: control flow, autograd.Function, backward(gradient), retain_grad,
 ReLU, checkpoint, clip_grad_norm_, autocast + GradScaler."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from jaxmtl.tutorials.inputs import mlp_stack_inputs
+from jaxmtl.tutorials.inputs import mixed_precision_inputs, mlp_stack_inputs
 
 
 def _forward(x):
@@ -17,10 +17,10 @@ def _forward(x):
 
 
 def control_flow() -> dict:
-    """003 Q3 §一.2: forward(x) with `if x.sum() > 0`, x = [3.0] and [-3.0]."""
+    """Data-dependent control flow: forward(x) with `if x.sum() > 0`, at x = [3.0] and [-3.0]."""
     out = {}
     for key, value in (("pos", 3.0), ("neg", -3.0)):
-        x = torch.tensor([value], requires_grad=True)
+        x = torch.tensor([value], dtype=torch.float64, requires_grad=True)
         y = _forward(x)  # the graph recorded on this call follows this call's branch
         y.sum().backward()
         out[f"grad_{key}"] = x.grad.numpy()
@@ -40,9 +40,9 @@ class MyAdd(torch.autograd.Function):
 
 
 def custom_function() -> dict:
-    """003 Q3 §三.1: MyAdd(torch.autograd.Function) on a = 2, b = 3."""
-    a = torch.tensor(2.0, requires_grad=True)
-    b = torch.tensor(3.0, requires_grad=True)
+    """A custom backward rule: MyAdd(torch.autograd.Function), at a = 2, b = 3."""
+    a = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
     c = MyAdd.apply(a, b)
     c.backward()
     return {"c": c.detach().numpy(), "a_grad": a.grad.numpy(), "b_grad": b.grad.numpy(),
@@ -50,21 +50,21 @@ def custom_function() -> dict:
 
 
 def nonscalar_backward() -> dict:
-    """003 Q3 §三.3: x = [1, 2], y = 2x, y.backward(gradient=[0.1, 0.2]) -> x.grad = [0.2, 0.4]."""
-    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    """Backward from a non-scalar: y = 2x at x = [1, 2] with gradient v = [0.1, 0.2] gives x.grad = v^T J = [0.2, 0.4]."""
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
     y = x * 2
-    y.backward(gradient=torch.tensor([0.1, 0.2]))
+    y.backward(gradient=torch.tensor([0.1, 0.2], dtype=torch.float64))
     return {"x_grad": x.grad.numpy()}
 
 
 def retain_grad() -> dict:
-    """003 Q3 §六.3: y = 2x, y.retain_grad(); and c, d of the 42/28 chain."""
-    x = torch.tensor(2.0, requires_grad=True)
+    """Gradients of intermediates: y in y = 2x, and c, d in the chain loss = (a*b + 1)^2."""
+    x = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
     y = x * 2
     y.retain_grad()  # y is not a leaf: without this y.grad stays None
     y.backward()
-    a = torch.tensor(2.0, requires_grad=True)
-    b = torch.tensor(3.0, requires_grad=True)
+    a = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
     c = a * b
     d = c + 1
     c.retain_grad()
@@ -75,9 +75,9 @@ def retain_grad() -> dict:
 
 
 def relu_at_zero() -> dict:
-    """003 Q1 §四.2: x = [-1, 0, 2], relu(x).backward(ones) -> x.grad = [0, 0, 1]."""
-    x = torch.tensor([-1.0, 0.0, 2.0], requires_grad=True)
-    torch.relu(x).backward(torch.tensor([1.0, 1.0, 1.0]))
+    """ReLU's gradient at x = [-1, 0, 2] is [0, 0, 1]: both frameworks take relu'(0) = 0."""
+    x = torch.tensor([-1.0, 0.0, 2.0], dtype=torch.float64, requires_grad=True)
+    torch.relu(x).backward(torch.ones_like(x))
     return {"x_grad": x.grad.numpy()}
 
 
@@ -93,7 +93,7 @@ def _mlp_loss(ws, x, remat: bool):
 
 
 def checkpointing(inputs: dict | None = None) -> dict:
-    """003 Q3 §三.4 / Q4 §五.1: torch.utils.checkpoint.checkpoint, same gradients."""
+    """Gradient checkpointing (recompute activations in the backward) leaves the gradients unchanged."""
     v = inputs or mlp_stack_inputs()
     out = {}
     for key, remat in (("ws_grad", False), ("ws_grad_checkpointed", True)):
@@ -104,7 +104,7 @@ def checkpointing(inputs: dict | None = None) -> dict:
 
 
 def grad_clipping(inputs: dict | None = None, max_norm: float = 1.0) -> dict:
-    """003 Q3 §五.3: torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)."""
+    """Gradient clipping by global norm: torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)."""
     v = inputs or mlp_stack_inputs()
     ws = torch.tensor(v["ws"], requires_grad=True)
     (100.0 * _mlp_loss(list(ws), torch.from_numpy(v["x"]), False)).backward()
@@ -114,10 +114,9 @@ def grad_clipping(inputs: dict | None = None, max_norm: float = 1.0) -> dict:
 
 
 def _mp_grads(dtype, scaler=None):
-    from jaxmtl.tutorials.autograd_internals import MP_W, MP_X
-
-    w = torch.tensor(MP_W, requires_grad=True)  # float32 master weights
-    x = torch.from_numpy(MP_X)
+    v = mixed_precision_inputs()
+    w = torch.tensor(v["w"], requires_grad=True)  # float32 master weights
+    x = torch.from_numpy(v["x"])
     with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
         y = torch.nn.functional.linear(x[None], w[None])[0, 0]  # autocast runs linear in `dtype`
         loss = y * y                                            # and mul in its input's dtype
@@ -126,7 +125,7 @@ def _mp_grads(dtype, scaler=None):
 
 
 def mixed_precision(init_scale: float = 2.0 ** 16, static_scale: float = 1024.0) -> dict:
-    """003 Q3 §五.2 / Q4 §五.2: torch.autocast('cpu', bfloat16 / float16) and torch.amp.GradScaler('cpu').
+    """Mixed precision: torch.autocast('cpu', bfloat16 / float16) and torch.amp.GradScaler('cpu').
 
     autocast runs linear in the low dtype and keeps w (float32) as the leaf.
     bfloat16 is used without a GradScaler: its exponent range is float32's.

@@ -1,4 +1,4 @@
-"""Seeds 001 and 003, the PyTorch originals: requires_grad leaves, backward(), .grad."""
+"""The chain rule on scalars in PyTorch: requires_grad leaves, backward(), .grad."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from jaxmtl.tutorials.inputs import linear_inputs
 
 
 def linear_loss(inputs: dict | None = None) -> dict:
-    """001 §4-5: y = w*x + b, loss = (z - target)^2, dloss/dw and dloss/db."""
+    """z = w*x + b, loss = (z - target)^2: dloss/dw = 2 (z - target) x, dloss/db = 2 (z - target)."""
     v = {k: torch.from_numpy(a) for k, a in (inputs or linear_inputs()).items()}
     w, b = v["w"].requires_grad_(True), v["b"].requires_grad_(True)
     y = w * v["x"]
@@ -20,18 +20,18 @@ def linear_loss(inputs: dict | None = None) -> dict:
 
 
 def mul_grad() -> dict:
-    """003 Q1 §二.3: W = 3, x = 2, y = W * x -> W.grad = 2, x.grad = 3."""
-    x = torch.tensor([2.0], requires_grad=True)
-    w = torch.tensor([3.0], requires_grad=True)
+    """y = W * x at W = 3, x = 2: dy/dW = x = 2, dy/dx = W = 3."""
+    x = torch.tensor([2.0], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([3.0], dtype=torch.float64, requires_grad=True)
     y = w * x
     y.backward()
     return {"W_grad": w.grad.numpy(), "x_grad": x.grad.numpy()}
 
 
 def scalar_chain() -> dict:
-    """003 Q3 §二: a = 2, b = 3, c = a*b, d = c + 1, loss = d^2 -> a.grad = 42, b.grad = 28."""
-    a = torch.tensor(2.0, requires_grad=True)
-    b = torch.tensor(3.0, requires_grad=True)
+    """c = a*b, d = c + 1, loss = d^2 at a = 2, b = 3: dloss/da = 2 d b = 42, dloss/db = 2 d a = 28."""
+    a = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
     c = a * b
     d = c + 1
     loss = d ** 2
@@ -40,7 +40,7 @@ def scalar_chain() -> dict:
 
 
 def two_paths(theta: float = 1.5) -> dict:
-    """003 Q2 §二: L = A + B, A = theta^2, B = 2 theta; dL/dtheta = 2 theta + 2 as path 1 + path 2."""
+    """L = A + B, A = theta^2, B = 2 theta: dL/dtheta = 2 theta + 2 is the sum of one term per path."""
     t = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
     a, b = t ** 2, 2 * t
     (path1,) = torch.autograd.grad(a, t, retain_graph=True)  # dL/dA = 1
@@ -50,7 +50,7 @@ def two_paths(theta: float = 1.5) -> dict:
 
 
 def four_op_paths(theta: float = 1.0) -> dict:
-    """003 Q2 §四: C = theta^3, D = sin(theta), E = C*D, L = ln(E); by paths and by autodiff."""
+    """C = theta^3, D = sin(theta), E = C*D, L = ln(E): the sum over the paths via C and via D is the gradient."""
     t = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
     c, d = t ** 3, torch.sin(t)
     e = c * d

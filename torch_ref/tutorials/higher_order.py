@@ -7,7 +7,7 @@ import torch
 
 
 def higher_order(x: float = 2.0) -> dict:
-    """002 retain_graph table (二阶导数): f = x^3 at x = 2 -> 12, 12, 6, with create_graph=True."""
+    """f = x^3 at x = 2: f' = 12, f'' = 12, f''' = 6, with create_graph=True."""
     x = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     y = x ** 3
     (d1,) = torch.autograd.grad(y, x, create_graph=True)  # keep the graph of the gradient itself
@@ -17,13 +17,13 @@ def higher_order(x: float = 2.0) -> dict:
 
 
 def hessian(x: tuple[float, float, float] = (1.0, 2.0, 3.0)) -> dict:
-    """Concept map (create_graph / higher order): the Hessian of x0^2 x1 + x0 sin(x2), functional.hessian."""
+    """The Hessian of x0^2 x1 + x0 sin(x2) at (1, 2, 3), with torch.autograd.functional.hessian."""
     f = lambda x: x[0] ** 2 * x[1] + x[0] * torch.sin(x[2])  # noqa: E731
     return {"hessian": torch.autograd.functional.hessian(f, torch.tensor(x, dtype=torch.float64)).numpy()}
 
 
 def retracing() -> dict:
-    """002 'More on Computational Graphs' / 004 'DAG is dynamic': the graph is recorded anew on every call."""
+    """torch records a new graph on every call: each call's graph holds that call's branch."""
     grads, nodes = [], []
     calls = [[1.0, 2.0, 3.0], [-4.0, 5.0, -9.0], [1.0, 2.0, 3.0, 4.0], [3.0, 2.0, 1.0]]
     for values in calls:

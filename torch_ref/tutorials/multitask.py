@@ -1,4 +1,4 @@
-"""Seed 000 in PyTorch: the multi-task model's gradient flow with retain_grad, autograd.grad and optimizer steps."""
+"""The multi-task model's gradient flow in PyTorch: retain_grad, autograd.grad and optimizer steps."""
 
 from __future__ import annotations
 
@@ -42,7 +42,10 @@ def jax_kwargs(name: str, seed: int = 0, cfg: ModelConfig = TINY, dtype: str = "
 
 
 def timestep_contributions(seed: int = 0, cfg: ModelConfig = TINY, dtype: str = "float64") -> dict[str, Any]:
-    """000 问题一 Step 2-4: loss_final.backward() accumulates every timestep's share into the CNN's .grad."""
+    """loss_final's gradient on the shared CNN is the sum over timesteps of one pullback each (BPTT).
+
+    loss_final.backward() accumulates every timestep's share into the CNN's .grad.
+    """
     model, (images, dyn, pose, vel, label) = _setup(cfg, seed, dtype)
     feats = model.encode_frames(images)
     loss_final = F.cross_entropy(model.heads(feats, dyn)["logits"], label)
@@ -66,7 +69,7 @@ def timestep_contributions(seed: int = 0, cfg: ModelConfig = TINY, dtype: str = 
 
 
 def concat_split(seed: int = 0, cfg: ModelConfig = TINY, dtype: str = "float64") -> dict[str, Any]:
-    """000 问题一 Step 3: gru_input = torch.cat((feats, dyn), dim=2); fused.grad splits into feats.grad and dyn.grad."""
+    """The gradient at the concat splits: fused = torch.cat((feats, dyn), dim=2); fused.grad = [feats.grad, dyn.grad]."""
     model, (images, dyn, pose, vel, label) = _setup(cfg, seed, dtype)
     feats = model.encode_frames(images)
     feats.retain_grad()
@@ -82,7 +85,7 @@ def concat_split(seed: int = 0, cfg: ModelConfig = TINY, dtype: str = "float64")
 
 
 def weighted_loss_sum(seed: int = 0, cfg: ModelConfig = TINY, dtype: str = "float64") -> dict[str, Any]:
-    """000 问题二: one backward of total_loss vs one autograd.grad per loss (retain_graph=True)."""
+    """One backward of the weighted total equals the weighted sum of one autograd.grad per loss (retain_graph=True)."""
     model, (images, dyn, pose, vel, label) = _setup(cfg, seed, dtype)
     params = [p for _, p in model.named_parameters()]
     total, parts = multitask_loss(model(images, dyn), pose, vel, label, cfg)
@@ -98,7 +101,7 @@ def weighted_loss_sum(seed: int = 0, cfg: ModelConfig = TINY, dtype: str = "floa
 
 
 def stepwise_vs_joint(seed: int = 0, cfg: ModelConfig = TINY, dtype: str = "float64", lr: float = 0.1) -> dict[str, Any]:
-    """000 问题二 warning: optimizer.step() after loss_final, then the auxiliary losses, vs one total_loss step."""
+    """Stepping on loss_final, then back-propagating the auxiliary losses at the new weights, is not one joint step."""
     model, (images, dyn, pose, vel, label) = _setup(cfg, seed, dtype)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     total0, _ = multitask_loss(model(images, dyn), pose, vel, label, cfg)

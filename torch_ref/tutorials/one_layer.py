@@ -1,4 +1,4 @@
-"""Seed 002, the PyTorch originals: grad_fn, backward, retain_graph, no_grad/detach, Jacobian products."""
+"""The one-layer network of the autograd tutorial in PyTorch: grad_fn, backward, no_grad/detach, retain_graph."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _leaves(inputs: dict | None):
 
 
 def one_layer_bce(inputs: dict | None = None) -> dict:
-    """002 'Computing Gradients': loss.backward(); w.grad, b.grad."""
+    """BCE-with-logits loss of z = x @ w + b: its gradients with respect to w and b."""
     x, y, w, b = _leaves(inputs)
     z = torch.matmul(x, w) + b
     loss = F.binary_cross_entropy_with_logits(z, y)
@@ -23,7 +23,7 @@ def one_layer_bce(inputs: dict | None = None) -> dict:
 
 
 def grad_fn_jaxpr(inputs: dict | None = None) -> dict:
-    """002 'Tensors, Functions and Computational graph': z.grad_fn / loss.grad_fn."""
+    """The recorded computation: z.grad_fn, loss.grad_fn and the chain of next_functions back to a leaf."""
     x, y, w, b = _leaves(inputs)
     z = torch.matmul(x, w) + b
     loss = F.binary_cross_entropy_with_logits(z, y)
@@ -36,7 +36,7 @@ def grad_fn_jaxpr(inputs: dict | None = None) -> dict:
 
 
 def no_grad_detach(inputs: dict | None = None) -> dict:
-    """002 'Disabling Gradient Tracking': torch.no_grad() and z.detach()."""
+    """A stopped value is a constant: torch.no_grad() and z.detach()."""
     x, y, w, b = _leaves(inputs)
     z = torch.matmul(x, w) + b
     tracked = z.requires_grad
@@ -50,7 +50,7 @@ def no_grad_detach(inputs: dict | None = None) -> dict:
 
 
 def retain_graph(inputs: dict | None = None) -> dict:
-    """002 retain_graph (Chinese notes): two losses on one graph; two backward calls accumulate."""
+    """Two losses on one graph: two backward calls accumulate the gradient of their sum."""
     x, y, w, b = _leaves(inputs)
     z = torch.matmul(x, w) + b
     loss1, loss2 = F.binary_cross_entropy_with_logits(z, y), (z ** 2).mean()
@@ -61,13 +61,13 @@ def retain_graph(inputs: dict | None = None) -> dict:
     z = torch.matmul(x, w) + b
     (F.binary_cross_entropy_with_logits(z, y) + (z ** 2).mean()).backward()
     sum_w, sum_b = w.grad.clone(), b.grad.clone()
-    # The seed's snippet: y = 2x, loss = y.sum(), backward twice -> x.grad doubles.
+    # y = 2x, loss = y.sum(), backward twice -> x.grad doubles.
     xs = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
     loss = (xs * 2).sum()
     loss.backward(retain_graph=True)
     loss.backward()
     x_grad_twice = xs.grad.clone()
-    # The seed's "wrong way": loss1.backward(); loss2.backward() on a shared graph.
+    # The wrong way: loss1.backward(); loss2.backward() on a shared graph.
     z = torch.matmul(x, w) + b
     loss1, loss2 = F.binary_cross_entropy_with_logits(z, y), (z ** 2).mean()
     loss1.backward()  # frees the saved tensors of the shared part
@@ -83,7 +83,7 @@ def retain_graph(inputs: dict | None = None) -> dict:
 
 
 def jacobian_product() -> dict:
-    """002 'Tensor Gradients and Jacobian Products': inp = eye(4, 5), out = (inp + 1)^2 .T, backward(ones) x3."""
+    """inp = eye(4, 5), out = (inp + 1)^2 .T: v^T J with v = ones, twice (accumulated), then after zeroing."""
     inp = torch.eye(4, 5, dtype=torch.float64, requires_grad=True)
     out = (inp + 1).pow(2).t()
     out.backward(torch.ones_like(out), retain_graph=True)

@@ -1,4 +1,4 @@
-"""Seed 004 with a model, PyTorch side: resnet18 from torch_ref.model.ResNet + nn.Linear, SGD step, freezing.
+"""The blitz tutorial's model examples in PyTorch: resnet18 from torch_ref.model.ResNet + nn.Linear, SGD step, freezing.
 
 torchvision is not installed; torch_ref.model.ResNet with widths (64, 128,
 256, 512) has torchvision resnet18's layers and keys (under `backbone.`).
@@ -74,7 +74,7 @@ def jax_kwargs(name: str, seed: int = 0, dtype: str = "float64") -> dict:
 
 
 def resnet18_step(seed: int = 0, dtype: str = "float64", lr: float = 1e-2, momentum: float = 0.9) -> dict[str, Any]:
-    """004 'Usage in PyTorch': prediction = model(data), loss = (prediction - labels).sum(), SGD step."""
+    """One training step: prediction = model(data), loss = (prediction - labels).sum(), SGD(1e-2, momentum 0.9)."""
     model = build(1000, seed, dtype).train()
     data, labels = _inputs(1000, dtype)
     before = to_jax(model, 1000)["params"]
@@ -91,7 +91,7 @@ def resnet18_step(seed: int = 0, dtype: str = "float64", lr: float = 1e-2, momen
 
 
 def resnet18_finetune(seed: int = 0, dtype: str = "float64", lr: float = 1e-2, momentum: float = 0.9) -> dict[str, Any]:
-    """004 'Exclusion from the DAG': frozen resnet18 + new model.fc = nn.Linear(512, 10), one SGD step."""
+    """Fine-tuning: freeze resnet18, add a new model.fc = nn.Linear(512, 10); one step changes only fc."""
     model = _finetune_model(seed, dtype).train()
     data, labels = _inputs(10, dtype)
     before = to_jax(model, 10)
