@@ -28,3 +28,8 @@ bench: $(VENV_OK)
 
 clean:
 	rm -rf .venv $(OUT) bench_out
+
+# The generated pages of the autodiff study (parity_tests check that they match the code).
+.PHONY: tutorials-docs
+tutorials-docs: $(VENV_OK)
+	.venv/bin/jaxmtl tutorials --write-docs docs/tutorials

@@ -1,4 +1,4 @@
-"""The resnet18 examples and the multi-task model's gradient flow: JAX == PyTorch, float64.
+"""The resnet18 examples and the multi-task model's gradient flow: JAX == PyTorch, float64; their docs pages.
 
 Both frameworks start from the same torch-initialised weights converted through
 torch_ref/convert.py's table. float64 keeps the parity tolerance at 1e-10
@@ -12,6 +12,7 @@ import functools
 
 import numpy as np
 import pytest
+from tutorial_pages import assert_page_current
 
 from jaxmtl.parity.precision import TOLERANCES
 from jaxmtl.trees import rel_err, tree_rel_errs
@@ -105,3 +106,9 @@ def test_stepwise_update_differs_from_the_joint_step(run):
         assert rel_err(j[k], t[k]) <= TOL, k
     assert worst(j["params_joint"], t["params_joint"]) <= TOL
     assert worst(j["params_stepwise"], t["params_stepwise"]) <= TOL
+
+
+# Last in the module, so every example's results are already in `run`'s cache.
+@pytest.mark.parametrize("topic", ["resnet18", "multitask"])
+def test_docs_page_matches_the_code(topic, run, tmp_path):
+    assert_page_current(topic, run, tmp_path)

@@ -1,5 +1,5 @@
 """Numerical vs automatic differentiation, measured: finite-difference error vs h per dtype, e^20,
-cancellation, gradient cost, PNGs."""
+cancellation, gradient cost, PNGs; the docs page is current."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
+from tutorial_pages import assert_page_current
 
 from jaxmtl.tutorials.numerical import numerical_stability
 from jaxmtl.tutorials.run import run_example
@@ -94,3 +95,7 @@ def test_pngs_written(tmp_path):
     for p in tmp_path.iterdir():
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
     assert res["png_files"].count(".png") == 4
+
+
+def test_docs_page_matches_the_code(run, tmp_path):
+    assert_page_current("numerical", run, tmp_path)

@@ -1,5 +1,5 @@
 """The tutorial examples without a model: the values printed in the original material, independent
-formulas, and JAX == PyTorch (same dtype, same values) for every example."""
+formulas, and JAX == PyTorch (same dtype, same values) for every example; their docs pages are current."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import functools
 import math
 
 import numpy as np
+import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from tutorial_pages import assert_page_current
 
 from jaxmtl.trees import rel_err
 from jaxmtl.tutorials import EXAMPLES, TOPICS
@@ -310,3 +312,9 @@ def test_jax_side_does_not_import_torch():
                         + [f"jaxmtl.tutorials.{t}" for t in TOPICS])
     code = f"import sys, {modules}; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# Last in the module, so every example's results are already in `run`'s cache.
+@pytest.mark.parametrize("topic", ["chain_rule", "one_layer", "autograd_internals", "blitz", "higher_order"])
+def test_docs_page_matches_the_code(topic, tmp_path):
+    assert_page_current(topic, run, tmp_path)
