@@ -28,7 +28,8 @@ def linear_loss(inputs: dict | None = None) -> dict:
 
 def mul_grad() -> dict:
     """y = W * x at W = 3, x = 2: dy/dW = x = 2, dy/dx = W = 3."""
-    gw, gx = jax.grad(lambda w, x: jnp.sum(w * x), argnums=(0, 1))(jnp.array([3.0]), jnp.array([2.0]))
+    w, x = jnp.array([3.0]), jnp.array([2.0])
+    gw, gx = jax.grad(lambda w, x: jnp.sum(w * x), argnums=(0, 1))(w, x)
     return {"W_grad": np.asarray(gw), "x_grad": np.asarray(gx)}
 
 
