@@ -131,3 +131,6 @@ def test_command_shows_one_part_or_refuses(capsys, monkeypatch, tmp_path):
     assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     assert main(["tutorials", "relu_at_zero", "--write-docs", str(tmp_path)]) == 2
     assert "takes no NAME" in capsys.readouterr().err and not any(tmp_path.iterdir())
+    (tmp_path / "a_file").write_text("")
+    assert main(["tutorials", "--write-docs", str(tmp_path / "a_file" / "docs")]) == 2  # before running anything
+    assert "cannot create --write-docs directory" in capsys.readouterr().err

@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
             return _refuse("--write-docs writes every example; it takes no NAME, --code or --results")
         from jaxmtl.tutorials.pages import write_docs
 
+        try:
+            args.write_docs.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return _refuse(f"cannot create --write-docs directory {args.write_docs}: {e}")
         for path in write_docs(args.write_docs, lambda name: run_example(name, args.seed)):
             print(path)
         return 0
