@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 VENV_OK := .venv/.installed
 OUT     ?= parity_out
 
-.PHONY: test test-distributed parity bench clean
+.PHONY: test parity bench clean
 
 $(VENV_OK): pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -14,10 +14,6 @@ $(VENV_OK): pyproject.toml constraints.txt
 # Two pytest workers (one per core); whole files per worker, so a module's fixtures compile once.
 test: $(VENV_OK)
 	$(PY) -m pytest -q -n 2 --dist loadfile parity_tests
-
-# The multi-device runs (JAX_NUM_CPU_DEVICES in subprocesses); not yet inside `make test`'s budget.
-test-distributed: $(VENV_OK)
-	$(PY) -m pytest -q -m distributed parity_tests
 
 parity: $(VENV_OK)
 	.venv/bin/jaxmtl parity --config tiny --dtype float64 --steps 100 --optimizer sgd,adam,adamw --out $(OUT)/float64

@@ -84,9 +84,13 @@ def process_rows(batch_size: int) -> slice:
 
 def put_batch(batch: Any, dp: DataParallel) -> Any:
     """The global batch, split along the first axis over the mesh, from this process's rows of it."""
+    if jax.process_count() == 1:
+        return jax.device_put(batch, dp.batch)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(dp.batch, np.asarray(x)), batch)
 
 
 def put_replicated(tree: Any, dp: DataParallel) -> Any:
     """`tree` on every device of the mesh (every process passes the same values)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, dp.replicated)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(dp.replicated, np.asarray(x)), tree)

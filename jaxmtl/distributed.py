@@ -16,7 +16,8 @@ What is checked, each with one error naming the cause (DistributedError):
 - a coordinator that never answers: processes other than 0 wait at most
   `timeout_s` for its port to open before JAX is started;
 - a different process count in different processes, and different run settings
-  (`check_same_settings`), after the processes have met.
+  (`check_same_settings`, which every process calls after `initialize`): every
+  process then raises the same error.
 JAX itself aborts the process (DEADLINE_EXCEEDED, not a Python exception) when
 fewer processes than announced reach the coordinator within `timeout_s`; the
 line printed by `initialize` before it waits says what it waits for.
@@ -103,22 +104,21 @@ def wait_for_coordinator(setup: ProcessSetup) -> None:
 
 
 def initialize(setup: ProcessSetup) -> None:
-    """`jax.distributed.initialize` for `setup`, before any JAX computation; then the process count is checked.
+    """`jax.distributed.initialize` for `setup`, before any JAX computation.
 
     On the CPU the cross-process collectives are gloo's (jax_cpu_collectives_implementation).
+    Call `check_same_settings` with `setup.processes` among the settings next: a process
+    started with another count joins a run of the coordinator's count.
     """
     import jax
 
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if setup.process_id != 0:
         wait_for_coordinator(setup)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     print(f"distributed: process {setup.process_id} of {setup.processes}, waiting up to {setup.timeout_s:g} s "
           f"for all {setup.processes} at {setup.coordinator}", file=sys.stderr, flush=True)
     jax.distributed.initialize(setup.coordinator, setup.processes, setup.process_id,
                                initialization_timeout=int(np.ceil(setup.timeout_s)))
-    if jax.process_count() != setup.processes:
-        raise DistributedError(f"this process was started with --processes {setup.processes}, but the "
-                               f"coordinator at {setup.coordinator} runs {jax.process_count()} processes")
 
 
 def check_same_settings(settings: dict) -> None:

@@ -94,6 +94,12 @@ def _settings(args: argparse.Namespace):
     return cfg, ocfg, tcfg, dcfg, setup
 
 
+def _run_settings(args: argparse.Namespace, meta: dict, setup) -> dict:
+    """What every process of a run must agree on (compared across processes before any work)."""
+    return {**meta, "processes": setup.processes, "devices": args.devices, "init": args.init, "steps": args.steps,
+            "lr": args.lr, "clip_norm": args.clip_norm}
+
+
 def _jax_trainer(args, cfg, ocfg, setup, meta: dict):
     """The JAX trainer on its devices and processes; ValueError / DistributedError before anything compiles."""
     import jax
@@ -106,11 +112,11 @@ def _jax_trainer(args, cfg, ocfg, setup, meta: dict):
 
     if setup is not None:
         distributed.initialize(setup)
+        distributed.check_same_settings(_run_settings(args, meta, setup))
     dp = None
     if setup is not None or (args.devices or 1) != 1:
         dp = data_parallel(args.devices)
         check_batch(meta["batch_size"], dp.devices)
-        distributed.check_same_settings({**meta, "devices": dp.devices})
         print(f"train: data parallel over {dp.devices} devices in {jax.process_count()} process(es)",
               file=sys.stderr)
     return JaxTrainer(cfg, ocfg, seed=args.seed, dtype=args.dtype, dp=dp, init=args.init)
@@ -141,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         elif setup is not None:
             from torch_ref.ddp import DDPTrainer  # torch only on this path
 
-            trainer = DDPTrainer(cfg, ocfg, setup, seed=args.seed, dtype=args.dtype)
+            trainer = DDPTrainer(cfg, ocfg, setup, seed=args.seed, dtype=args.dtype,
+                                 settings=_run_settings(args, meta, setup))
         else:
             from torch_ref.train import TorchTrainer
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from jaxmtl import cpu_compiler
 from jaxmtl.batch import Batch
@@ -109,12 +110,14 @@ class JaxTrainer:
         self.cfg, self.ocfg, self.dtype = cfg, ocfg, np.dtype(dtype)
         if init not in ("jax", "torch"):
             raise ValueError(f"init must be 'jax' or 'torch', got {init!r}")
-        graphdef, params, batch_stats = split_model(init_model(cfg, seed))
-        if init == "torch":
+        if init == "torch":  # the structure only (nnx.eval_shape): JAX's initialisers never run
             from torch_ref.convert import torch_module_to_jax_state
             from torch_ref.model import build_model
 
+            graphdef, params, batch_stats = split_model(nnx.eval_shape(lambda: init_model(cfg, seed)))
             params, batch_stats = torch_module_to_jax_state(build_model(cfg, seed), cfg, params, batch_stats)
+        else:
+            graphdef, params, batch_stats = split_model(init_model(cfg, seed))
         self.graphdef = graphdef
         tx = make_optimizer(ocfg)
         params, batch_stats = _cast(params, self.dtype), _cast(batch_stats, self.dtype)

@@ -27,7 +27,8 @@ def main(devices: int, steps: int, batch_size: int) -> dict:
     data = MotionDataset(TINY, DataConfig(seed=0, train_size=steps * batch_size), batch_size=batch_size,
                          dtype=np.float64)
     ocfg = OptimConfig("adam", lr=5e-4, clip_norm=1.0)
-    one, many = (JaxTrainer(TINY, ocfg, dtype="float64", dp=d) for d in (None, dp))
+    # init="torch": the reference's weights, so JAX's initialisers (dozens of small compilations) never run.
+    one, many = (JaxTrainer(TINY, ocfg, dtype="float64", dp=d, init="torch") for d in (None, dp))
     # Gradients and BatchNorm statistics of one train-mode step, sharded against not.
     grad = jax.jit(jax.value_and_grad(lambda p, s, b: loss_fn(p, s, b, one.graphdef, TINY), has_aux=True))
     batch = data.train_batch(0)

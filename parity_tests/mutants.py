@@ -132,6 +132,36 @@ class StopGradMeanBatchNorm(BatchNorm2d):
         return y + lax.stop_gradient(out - y)  # value of `out`, gradient of `y`
 
 
+class PerDeviceBatchNorm(BatchNorm2d):
+    """Each device normalises its rows with the statistics of its rows only: a shard_map (or pmap)
+    port whose BatchNorm forgot the all-reduce over the data axis (Flax's `axis_name`). The running
+    statistics become the mean over devices of per-device statistics. On one device it is correct."""
+
+    mesh = None  # the data-parallel mesh, set by `per_device_bn_spec`
+
+    def __call__(self, x, *, train: bool):
+        if not train:
+            return super().__call__(x, train=False)
+        from jax.sharding import PartitionSpec as P
+
+        from jaxmtl.data_parallel import AXIS
+
+        def local(x, scale, bias):  # x: (n / devices, H, W, C), this device's frames
+            mean = jnp.mean(x, axis=(0, 1, 2))
+            var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
+            y = (x - mean) * (lax.rsqrt(var + self.eps) * scale) + bias
+            return y, mean[None], var[None]
+
+        y, means, vars_ = jax.shard_map(local, mesh=self.mesh, in_specs=(P(AXIS), P(), P()),
+                                        out_specs=(P(AXIS), P(AXIS), P(AXIS)))(x, self.scale[...], self.bias[...])
+        n = x.shape[0] // self.mesh.size * x.shape[1] * x.shape[2]
+        m = self.momentum
+        self.mean[...] = (1 - m) * self.mean[...] + m * lax.stop_gradient(jnp.mean(means, 0))
+        self.var[...] = (1 - m) * self.var[...] + m * lax.stop_gradient(jnp.mean(vars_, 0)) * (n / (n - 1))
+        self.count[...] = self.count[...] + 1
+        return y
+
+
 def mutate_layer(path: str, mutate: Callable) -> Callable:
     """jax_model_fn whose one layer at JAX `path` ('backbone/layer2/0/bn2') is passed to `mutate`."""
     from jaxmtl.trees import path_name

@@ -114,9 +114,11 @@ class DDPTrainer:
     suffix = ".pt"
 
     def __init__(self, cfg: ModelConfig, ocfg: OptimConfig, setup: ProcessSetup, *, seed: int = 0,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", settings: dict | None = None):
+        """`settings`: anything else the processes must agree on (checked like config, seed and dtype)."""
         initialize(setup)
-        check_same_settings({"config": cfg.name, "optimizer": repr(ocfg), "seed": seed, "dtype": dtype})
+        check_same_settings({**(settings or {}), "config": cfg.name, "optimizer": repr(ocfg), "seed": seed,
+                             "dtype": dtype, "processes": setup.processes})
         self.cfg, self.ocfg, self.primary = cfg, ocfg, dist.get_rank() == 0
         self._wrap(global_batchnorm(build_model(cfg, seed, TORCH_DTYPES[dtype])))
 

@@ -38,6 +38,7 @@ from jaxmtl.parity.checks import Check, check_from_errs
 from jaxmtl.parity.curves import COMPARE_STEPS, TrainingRun, curve_checks
 from jaxmtl.parity.precision import TOLERANCES
 from jaxmtl.config import require_x64
+from jaxmtl.data_parallel import DataParallel, check_batch, put_batch, put_replicated
 from jaxmtl.parity.tables import TableConversion
 from jaxmtl.trees import flatten_state, tree_rel_errs, unflatten_like
 
@@ -120,6 +121,14 @@ class PortPair:
     grad_fn: Callable = None          # jit value_and_grad of the train-mode loss
     loss_parts: Mapping[str, float] = dataclasses.field(default_factory=dict)  # output -> weight in loss
     part_grad_fn: Callable | None = None  # (params, stats, rest, inputs) -> {part: grads}, jitted inside
+    dp: DataParallel | None = None    # set by `data_parallel_pair`: the JAX side runs sharded
+
+    def place_inputs(self, jax_inputs):
+        """JAX inputs as the JAX side runs them: split along their first axis over dp's devices."""
+        return jax_inputs if self.dp is None else put_batch(jax_inputs, self.dp)
+
+    def replicate(self, tree):
+        return tree if self.dp is None else put_replicated(tree, self.dp)
 
     def reset_torch(self) -> None:
         """Back to the initial weights and buffers, no gradients."""
@@ -198,6 +207,20 @@ def make_pair(torch_module, nnx_module, table: Sequence | Conversion | None, tor
                     dtype, validate, initial, forward_fn, grad_fn, parts, part_grads if parts else None)
 
 
+def data_parallel_pair(pair: PortPair, dp: DataParallel) -> PortPair:
+    """`pair` with its JAX side data-parallel over dp's devices (`jaxmtl parity --devices N`).
+
+    Parameters, statistics and optimizer states are replicated; every JAX input is
+    split along its first axis (the batch), so a batch must divide over the devices
+    (`check_inputs`). The same jitted functions run; XLA inserts the collectives.
+    The torch side still runs the whole batch on one device: what a correct data-parallel
+    port computes.
+    """
+    return dataclasses.replace(pair, params=put_replicated(pair.params, dp),
+                               batch_stats=put_replicated(pair.batch_stats, dp),
+                               rest=put_replicated(pair.rest, dp), dp=dp)
+
+
 # ---- inputs ----------------------------------------------------------------------------
 
 def check_inputs_dtype(dtype: str, validate, inputs: InputPair, where: str = "inputs") -> None:
@@ -219,6 +242,13 @@ def check_inputs_dtype(dtype: str, validate, inputs: InputPair, where: str = "in
 
 def check_inputs(pair: PortPair, inputs: InputPair, where: str = "inputs") -> None:
     check_inputs_dtype(pair.dtype, pair.validate, inputs, where)
+    if pair.dp is not None:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(inputs[0])[0]:
+            shape = np.shape(leaf)
+            if not shape:
+                raise ValueError(f"{where} (JAX){jax.tree_util.keystr(path)} is a scalar: with --devices every "
+                                 "JAX input is split along its first (batch) axis")
+            check_batch(shape[0], pair.dp.devices)
 
 
 def to_torch(tree):
@@ -292,7 +322,8 @@ def forward_checks(pair: PortPair, inputs: InputPair, *, train: bool = True) -> 
     check_inputs(pair, inputs)
     tol = TOLERANCES[pair.dtype]
     pair.reset_torch()
-    loss, (outputs, stats) = pair.forward_fn(pair.params, pair.batch_stats, pair.rest, inputs[0], train)
+    loss, (outputs, stats) = pair.forward_fn(pair.params, pair.batch_stats, pair.rest,
+                                             pair.place_inputs(inputs[0]), train)
     torch_out, _ = _torch_run(pair, inputs[1], train, grads=False)
     checks = [check_from_errs(f"forward/{'train' if train else 'eval'}",
                               tree_rel_errs(_jax_out(pair, loss, outputs), torch_out), tol)]
@@ -308,11 +339,12 @@ def gradient_checks(pair: PortPair, inputs: InputPair) -> list[Check]:
     check_inputs(pair, inputs)
     tol = TOLERANCES[pair.dtype]
     pair.reset_torch()
-    (_, _), grads = pair.grad_fn(pair.params, pair.batch_stats, pair.rest, inputs[0])
+    jax_in = pair.place_inputs(inputs[0])
+    (_, _), grads = pair.grad_fn(pair.params, pair.batch_stats, pair.rest, jax_in)
     _, torch_grads = _torch_run(pair, inputs[1], True, grads=True)
     jax_named = {"total": _named(pair, flatten_state(grads), "params")}
     if pair.loss_parts:
-        part_grads = pair.part_grad_fn(pair.params, pair.batch_stats, pair.rest, inputs[0])
+        part_grads = pair.part_grad_fn(pair.params, pair.batch_stats, pair.rest, jax_in)
         jax_named.update({k: _named(pair, flatten_state(g), "params") for k, g in part_grads.items()})
     checks = [check_from_errs(f"grad/{k}", tree_rel_errs(jax_named[k], torch_grads[k]), tol)
               for k in ["total", *pair.loss_parts]]
@@ -363,10 +395,10 @@ def training_run(pair: PortPair, batches: Sequence[InputPair], opt: OptimizerPai
         check_inputs(pair, b, f"batch {i}")
     compare_at = min(compare_at or len(batches), len(batches))
     jax_step = opt.jax_step or _default_jax_step(pair, opt.optax_tx)
-    params, stats, opt_state = pair.params, pair.batch_stats, opt.optax_tx.init(pair.params)
+    params, stats, opt_state = pair.params, pair.batch_stats, pair.replicate(opt.optax_tx.init(pair.params))
     jax_losses = []
     for i, (jax_in, _) in enumerate(batches):
-        params, stats, opt_state, loss = jax_step(params, stats, opt_state, jax_in)
+        params, stats, opt_state, loss = jax_step(params, stats, opt_state, pair.place_inputs(jax_in))
         jax_losses.append(float(loss))
         if i + 1 == compare_at:
             jax_params = _named(pair, flatten_state(params), "params")

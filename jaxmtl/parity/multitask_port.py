@@ -20,7 +20,7 @@ from jaxmtl.config import ModelConfig
 from jaxmtl.functional import init_model
 from jaxmtl.losses import LOSS_PARTS, multitask_loss
 from jaxmtl.optim import OptimConfig, make_optimizer
-from jaxmtl.parity.harness import InputPair, OptimizerPair, PortPair, derive_pair_table, make_pair
+from jaxmtl.parity.harness import InputPair, OptimizerPair, PairSpec, PortPair, derive_pair_table, pair_from_spec
 
 # The parity settings: momentum + nesterov + weight decay for SGD, explicit weight
 # decay for AdamW; clip_norm=1.0 is active (tiny's gradient norms start near 30).
@@ -118,14 +118,16 @@ def multitask_table(cfg: ModelConfig) -> list:
                              *_losses(cfg), batches(cfg, "float32", [0])[0], "float32")
 
 
-def multitask_pair(cfg: ModelConfig, dtype: str = "float64", seed: int = 0, *,
+def multitask_spec(cfg: ModelConfig, dtype: str = "float64", seed: int = 0, *,
                    jax_model_fn: Callable[[ModelConfig], Any] | None = None,
-                   table: Any = None, loss: Callable = multitask_loss) -> PortPair:
-    """The torch reference and the NNX model of `cfg` as a harness pair (torch weights from `seed`).
+                   table: Any = None, loss: Callable = multitask_loss) -> PairSpec:
+    """The torch reference and the NNX model of `cfg` as a PairSpec (torch weights from `seed`).
 
     The NNX model is built abstractly (`nnx.eval_shape`): only its structure is
     used, the values come from torch, so no JAX random initialisation runs.
-    `table=None` derives the conversion table from the two models.
+    `table=None` derives the conversion table from the two models. The batch is
+    `batches(cfg, dtype, [seed])`; the optimizers are the project's train steps,
+    added by `jaxmtl parity` (`optimizer_pair`), so none are listed here.
     """
     import torch
 
@@ -133,6 +135,10 @@ def multitask_pair(cfg: ModelConfig, dtype: str = "float64", seed: int = 0, *,
 
     torch_model = build_model(cfg, seed, {"float32": torch.float32, "float64": torch.float64}[dtype])
     nnx_model = nnx.eval_shape(lambda: (jax_model_fn or init_model)(cfg))
-    return make_pair(
-        torch_model, nnx_model, table, *_losses(cfg, loss), dtype=dtype, validate=lambda b: validate_batch(b, cfg),
-        example=batches(cfg, dtype, [seed])[0], loss_parts=loss_weights(cfg))
+    return PairSpec(torch_model, nnx_model, *_losses(cfg, loss), batches(cfg, dtype, [seed]), table=table,
+                    loss_parts=loss_weights(cfg), validate=lambda b: validate_batch(b, cfg), name=cfg.name)
+
+
+def multitask_pair(cfg: ModelConfig, dtype: str = "float64", seed: int = 0, **variant) -> PortPair:
+    """`multitask_spec` (same arguments) made into a harness pair."""
+    return pair_from_spec(multitask_spec(cfg, dtype, seed, **variant), dtype)

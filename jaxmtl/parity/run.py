@@ -3,6 +3,7 @@
 Two sources of a pair, one engine (harness.py):
   jaxmtl parity --config tiny --out DIR                  the multi-task model (multitask_port.py)
   jaxmtl parity --pair pkg.module:function --out DIR     your port: function(dtype) -> harness.PairSpec
+  JAX_NUM_CPU_DEVICES=2 jaxmtl parity --devices 2 ...    the JAX side data-parallel over 2 devices
 Exit status: 0 all checks passed, 1 a check failed, 2 bad arguments (nothing run).
 """
 
@@ -28,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None,
                    help="also train N steps in both frameworks: curve/params_after/batch_stats_after checks")
+    p.add_argument("--devices", type=int, default=1,
+                   help="run the JAX side data-parallel over N devices (batch split, state replicated; "
+                        "on the CPU start with JAX_NUM_CPU_DEVICES=N); torch runs the whole batch on one")
     p.add_argument("--optimizer", action="append", default=None,
                    help="sgd, adam, adamw (repeat or comma-separate; default with --steps: all three); "
                         "with --pair the PairSpec's optimizers are used")
@@ -83,10 +87,25 @@ def run(args: argparse.Namespace) -> int:
         curve_optimizers = _curve_optimizers(args)
         if args.pair:
             _check_pair_name(args.pair)
+        if args.devices < 1:
+            raise ValueError(f"--devices must be >= 1, got {args.devices}")
+        if args.devices > 1 and not args.pair:
+            from jaxmtl.data_parallel import check_batch
+
+            check_batch(get_config(args.config or "tiny").batch_size, args.devices)
     except ValueError as e:
         print(f"jaxmtl parity: error: {e}", file=sys.stderr)
         return 2
     set_full_precision(args.dtype)  # before any JAX array exists (the pair function makes arrays)
+    dp = None
+    if args.devices > 1:
+        from jaxmtl.data_parallel import data_parallel
+
+        try:
+            dp = data_parallel(args.devices)
+        except ValueError as e:
+            print(f"jaxmtl parity: error: {e}", file=sys.stderr)
+            return 2
     from jaxmtl.parity import harness, localize, multitask_port
     from jaxmtl.parity.curves import COMPARE_STEPS, curve_checks, plot_curves
     from jaxmtl.parity.report import failure_lines, write_report
@@ -119,6 +138,15 @@ def run(args: argparse.Namespace) -> int:
                       for n in curve_optimizers]
         train = multitask_port.curve_batches(cfg, args.dtype, args.seed, args.steps) if optimizers else []
         models = "torch_ref.model.MultiTaskModel (reference) vs jaxmtl.model.MultiTaskModel"
+    if dp is not None:
+        pair = harness.data_parallel_pair(pair, dp)
+        print(f"parity: the JAX side data-parallel over {dp.devices} devices", file=sys.stderr)
+    try:
+        for i, b in enumerate([*single, *train]):  # every input, before anything compiles
+            harness.check_inputs(pair, b, f"batch {i}")
+    except ValueError as e:
+        print(f"jaxmtl parity: error: {e}", file=sys.stderr)
+        return 2
     _emit(checks, harness.compare(pair, single))
     for opt in optimizers:
         runs.append(harness.training_run(pair, train, opt, COMPARE_STEPS[args.dtype]))
@@ -131,11 +159,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # e.g. a hand-written conversion object without table rows
         print(f"parity: no per-layer localisation: {e}", file=sys.stderr)
         loc = None
-    doc = write_parity_json(args.out / "parity.json", name, args.dtype, checks,
+    doc = write_parity_json(args.out / "parity.json", name, args.dtype, checks, devices=args.devices,
                             localisation=localize.as_json(loc) if loc else None)
     for line in failure_lines(checks, loc):  # the worst tensor and the first divergent layer: where to look
         print(line, file=sys.stderr)
     meta = {"config": name, "dtype": args.dtype, "seed": str(args.seed),
+            "JAX devices": f"{args.devices} (data parallel: batch split, state replicated)"
+                           if args.devices > 1 else "1",
             "models": models + ", weights initialised in torch and converted to JAX",
             "conversion table": "given by the pair" if table_given else
                                 "derived from the two models (jaxmtl.parity.derive)"}
