@@ -266,3 +266,16 @@ def test_bad_device_settings_are_refused_before_work(argv, message, tmp_path, ca
     assert status == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--config", "tiny", "--devices", "4"], "the global batch of 2 sequences does not divide over 4 devices"),
+    (["--config", "tiny", "--devices", "2"], "2 devices requested, 1 available"),
+    (["--config", "tiny", "--devices", "0"], "--devices must be >= 1"),
+])
+def test_parity_with_bad_device_settings_is_refused_before_work(argv, message, tmp_path, capsys):
+    from jaxmtl.cli import main
+
+    assert main(["parity", "--out", str(tmp_path / "p"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p" / "parity.json").exists()

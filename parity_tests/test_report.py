@@ -70,6 +70,7 @@ def test_jaxmtl_parity_writes_report_and_names_worst_tensor(tmp_path, monkeypatc
     checks = _checks()[:3]
     monkeypatch.setattr(multitask_port, "multitask_pair", lambda *a, **k: None)
     monkeypatch.setattr(harness, "compare", lambda pair, batches, **k: checks)
+    monkeypatch.setattr(harness, "check_inputs", lambda pair, inputs, where="": None)  # no pair to check against
     monkeypatch.setattr(localize, "localize", lambda pair, inputs: None)
     parser = argparse.ArgumentParser()
     run.add_arguments(parser)
