@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "memory": "benchmarks.memory",
     "efficiency": "benchmarks.efficiency",
     "convshapes": "benchmarks.conv_shapes",
+    "scaling": "benchmarks.scaling",
     "all": "benchmarks.run_all",
     "report": "benchmarks.report",
 }
