@@ -10,10 +10,10 @@ apart; warm-up; `block_until_ready`; median) on a global batch of the same size,
 so samples/s compare directly. 1x1 is the plain single-device step.
 
 The communication share is measured, not estimated: a few steps run under
-`jax.profiler`, and the time XLA:CPU spends in its collective operations
-(all-reduce, all-gather, ...: the thunk events of the trace, waiting for the
-other devices included) is divided by the device-time of the step (devices x
-median step time).
+`jax.profiler`, and the part of a step's wall time during which at least one of
+XLA:CPU's collective operations (all-reduce, all-gather, ...: the thunk events
+of process 0's trace, waiting for the other devices included) is running, over
+the wall time of those profiled steps.
 
 .. warning:: virtual CPU devices and processes on one machine share its cores.
    The figures show the overhead of distributing the step (collectives,
@@ -81,22 +81,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _collective_seconds(trace_dir: Path) -> float:
-    """Seconds spent in collective thunks, summed over the devices of this process, in the trace."""
+    """Seconds of the trace during which at least one collective thunk of this process ran
+    (the union of their intervals: concurrent collectives on several devices count once)."""
     traces = sorted(trace_dir.rglob("*.trace.json.gz"))
     if not traces:
         return float("nan")
     with gzip.open(traces[-1]) as f:
         doc = json.load(f)
     events = doc["traceEvents"] if isinstance(doc, dict) else doc
-    return sum(e.get("dur", 0) for e in events
-               if e.get("ph") == "X" and e.get("name") in COLLECTIVES) * 1e-6
+    spans = sorted((e["ts"], e["ts"] + e.get("dur", 0)) for e in events
+                   if e.get("ph") == "X" and _is_collective(e.get("name", "")))
+    total, end = 0.0, float("-inf")
+    for start, stop in spans:
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total * 1e-6
+
+
+def _is_collective(name: str) -> bool:
+    """'all-reduce', 'all-reduce.193', 'all-gather-start.2' ...: an HLO collective's thunk."""
+    op = name.split(".")[0]
+    for suffix in ("-start", "-done"):
+        op = op.removesuffix(suffix)
+    return op in COLLECTIVES
+
+
+def _time_together(fn, budget_s: float) -> dict[str, Any]:
+    """timing.time_calls with one repetition count for every process (process 0's choice):
+    each call holds collectives, so processes making different numbers of calls would hang."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from benchmarks.timing import time_calls
+
+    jax.block_until_ready(fn())  # warm-up
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    reps = int(min(50, max(5, budget_s / max(time.perf_counter() - t0, 1e-6))))
+    reps = int(multihost_utils.broadcast_one_to_all(np.int32(reps)))
+    return time_calls(fn, reps, warmup=0)
 
 
 def worker(args: argparse.Namespace) -> None:
     """One process of a layout: compile, time and profile the step; process 0 writes the result."""
     import jax
 
-    from benchmarks.timing import time_budgeted
     from jaxmtl import distributed
     from jaxmtl.config import get_config
     from jaxmtl.data import DataConfig, MotionDataset, ProcessShare
@@ -119,19 +150,20 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     compiled = step.lower(*trainer.state, batch).compile()
     compile_s = time.perf_counter() - t0
-    stats = time_budgeted(lambda: compiled(*trainer.state, batch), args.budget, min_reps=5, warmup=2)
+    stats = _time_together(lambda: compiled(*trainer.state, batch), args.budget)
     profiled = 3
     with tempfile.TemporaryDirectory() as trace_dir:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+        t0 = time.perf_counter()
         for _ in range(profiled):
             jax.block_until_ready(compiled(*trainer.state, batch))
+        profiled_s = time.perf_counter() - t0
         jax.profiler.stop_trace()
-        collective_s = _collective_seconds(Path(trace_dir)) / profiled
-    local = len(jax.local_devices()) if dp is not None else 1
+        collective_s = _collective_seconds(Path(trace_dir))
     result = {"processes": jax.process_count(), "devices": len(jax.devices()) if dp is not None else 1,
               "compile_s": compile_s, "step": stats, "samples_per_s": args.batch_size / stats["median"],
-              "collective_s_per_step": collective_s,
-              "communication_share": collective_s / (local * stats["median"])}
+              "profiled_step_s": profiled_s / profiled, "collective_s_per_step": collective_s / profiled,
+              "communication_share": collective_s / profiled_s}
     if jax.process_index() == 0:
         Path(args.result).write_text(json.dumps(result))
 

@@ -27,3 +27,32 @@ def test_crossover_refuses_bad_batches_before_compiling(batches, message):
     args = argparse.Namespace(config="small", batches=batches, budget=1.0, out="unused")
     with pytest.raises(SystemExit, match=message):
         run(args)
+
+
+def test_scaling_layouts_are_checked_before_any_process_starts():
+    from benchmarks.scaling import Layout, parse_layouts
+
+    assert parse_layouts("1x1,2x4", 16) == [Layout(1, 1), Layout(2, 4)]
+    assert parse_layouts("2x4", 16)[0].devices == 8
+    with pytest.raises(SystemExit, match="does not divide over layout 1x3"):
+        parse_layouts("1x3", 16)
+    with pytest.raises(SystemExit, match="PROCESSESxDEVICES"):
+        parse_layouts("4", 16)
+
+
+def test_scaling_counts_collective_time_once_where_collectives_overlap(tmp_path):
+    import gzip
+    import json
+
+    from benchmarks.scaling import _collective_seconds, _is_collective
+
+    assert all(map(_is_collective, ["all-reduce", "all-reduce.193", "all-gather-start.2", "collective-permute.38"]))
+    assert not any(map(_is_collective, ["ynn_fusion", "Rendezvous", "all_reduce_fusion", "while.47"]))
+    events = [{"ph": "X", "name": "all-reduce.1", "ts": 0, "dur": 100},     # two devices' all-reduces,
+              {"ph": "X", "name": "all-reduce.1", "ts": 50, "dur": 100},    # overlapping: 0..150 us
+              {"ph": "X", "name": "fusion.3", "ts": 150, "dur": 500},       # not a collective
+              {"ph": "X", "name": "all-gather.2", "ts": 1000, "dur": 50}]   # 1000..1050 us
+    (tmp_path / "p").mkdir()
+    with gzip.open(tmp_path / "p" / "host.trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    assert _collective_seconds(tmp_path) == pytest.approx(200e-6)
