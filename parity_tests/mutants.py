@@ -324,6 +324,21 @@ def eps_inside_sqrt(adam):
     return wrapper
 
 
+def adam_without_bias_correction(learning_rate, b1=0.9, b2=0.999, eps=1e-8, **_):
+    """Adam whose moments are used as they are, without dividing by (1 - b^t): an early
+    step is then too small by 1 - b1 and too large by 1 / sqrt(1 - b2)."""
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return (zeros, zeros)
+
+    def update(grads, state, params=None):
+        m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state[0], grads)
+        v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state[1], grads)
+        return jax.tree.map(lambda m, v: -learning_rate * m / (jnp.sqrt(v) + eps), m, v), (m, v)
+
+    return optax.GradientTransformation(init, update)
+
 
 # ---- the registry: each mutation, the check that must catch it, and checks that must still pass --
 

@@ -191,6 +191,8 @@ def test_batchnorm_statistics_per_device_fail_the_distributed_parity_check(runs)
     root = runs["jax1"].parent
     assert (root / "parity_ok.status").read_text() == "0", (root / "parity_ok.log").read_text()[-3000:]
     assert (root / "parity_mutant.status").read_text() == "1", (root / "parity_mutant.log").read_text()[-3000:]
+    ok = json.loads((runs["parity_ok"] / "parity.json").read_text())
+    assert {"curve/sgd", "replay/sgd"} <= {c["name"] for c in ok["checks"]}  # the pair's optimizer, replayed
     doc = json.loads((runs["parity_mutant"] / "parity.json").read_text())
     assert doc["devices"] == 2
     failed = {c["name"] for c in doc["checks"] if not c["passed"]}

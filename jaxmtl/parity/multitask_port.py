@@ -96,6 +96,19 @@ def optimizer_pair(pair: PortPair, cfg: ModelConfig, ocfg: OptimConfig, name: st
                          jax_step=jax_step, torch_step=torch_step)
 
 
+def replay_pair(ocfg: OptimConfig, name: str, scale: float = 1.0) -> OptimizerPair:
+    """`ocfg` as torch.optim + clip_grad_norm_ and its optax chain, for `replay.replay`; `scale`
+    multiplies the clip threshold (the scaled replay multiplies the gradients alike)."""
+    import dataclasses
+
+    from torch_ref.optim import clip_and_norm, make_optimizer as torch_make_optimizer
+
+    if ocfg.clip_norm is not None:
+        ocfg = dataclasses.replace(ocfg, clip_norm=ocfg.clip_norm * scale)
+    return OptimizerPair(name, lambda ps: torch_make_optimizer(ps, ocfg), make_optimizer(ocfg),
+                         torch_before_step=lambda ps: clip_and_norm(ps, ocfg))
+
+
 def _tensor(a):
     import torch
 

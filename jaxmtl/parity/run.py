@@ -63,6 +63,25 @@ def _check_pair_name(name: str) -> None:
         raise ValueError(f"--pair must look like package.module:function, got {name!r}")
 
 
+def _replay_checks(pair, train: list, optimizers: list, multitask_names: list[str], dtype: str) -> list[Check]:
+    """replay/<opt> (and, for the multi-task model's optimizers, replay/<opt>@<scale>): the
+    gradients of the first optimizer's torch run replayed through each optimizer pair (replay.py)."""
+    from jaxmtl.parity import replay
+    from jaxmtl.parity.multitask_port import PARITY_OPTIMIZERS, replay_pair
+
+    if multitask_names:  # the pairs with clipping outside the step, and their scaled twins
+        pairs = [(replay_pair(PARITY_OPTIMIZERS[n], n), 1.0) for n in multitask_names]
+        pairs += [(replay_pair(PARITY_OPTIMIZERS[n], f"{n}@{replay.REPLAY_SCALE:g}", replay.REPLAY_SCALE),
+                   replay.REPLAY_SCALE) for n in multitask_names]
+    else:  # a pair's own train steps may hold more than torch_fn + torch_before_step: not replayed
+        pairs = [(opt, 1.0) for opt in optimizers if opt.torch_step is None and opt.jax_step is None]
+        if not pairs:
+            return []
+    grads = replay.record_gradients(pair, train, pairs[0][0])
+    params = replay.parameters(pair)
+    return replay.replay_checks([replay.replay(params, grads, opt, scale) for opt, scale in pairs], dtype)
+
+
 def write_parity_json(path: Path, config: str, dtype: str, checks: list[Check], **extra) -> dict:
     """Writes the machine-readable verdict atomically (a reader never sees half a file)."""
     doc = {"config": config, "dtype": dtype, "passed": summarize(checks),
@@ -151,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
     for opt in optimizers:
         runs.append(harness.training_run(pair, train, opt, COMPARE_STEPS[args.dtype]))
         _emit(checks, curve_checks(runs[-1], args.dtype))
+    if optimizers:
+        _emit(checks, _replay_checks(pair, train, optimizers, curve_optimizers, args.dtype))
     if runs:
         plot_curves(runs, args.out / "curves.png", f"{name}, {args.dtype}, {args.steps} steps")
         print(f"parity: curves -> {args.out / 'curves.png'}", file=sys.stderr)
