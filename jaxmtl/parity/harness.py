@@ -354,7 +354,7 @@ def gradient_checks(pair: PortPair, inputs: InputPair) -> list[Check]:
     return checks
 
 
-def _default_jax_step(pair: PortPair, tx: optax.GradientTransformation) -> Callable:
+def default_jax_step(pair: PortPair, tx: optax.GradientTransformation) -> Callable:
     def apply(grads, opt_state, params):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
@@ -369,7 +369,7 @@ def _default_jax_step(pair: PortPair, tx: optax.GradientTransformation) -> Calla
     return step
 
 
-def _default_torch_step(pair: PortPair, opt: OptimizerPair) -> Callable:
+def default_torch_step(pair: PortPair, opt: OptimizerPair) -> Callable:
     def step(module, optimizer, torch_in):
         optimizer.zero_grad()
         loss, _ = pair.torch_loss(module.train(), to_torch(torch_in), True)
@@ -394,7 +394,7 @@ def training_run(pair: PortPair, batches: Sequence[InputPair], opt: OptimizerPai
     for i, b in enumerate(batches):
         check_inputs(pair, b, f"batch {i}")
     compare_at = min(compare_at or len(batches), len(batches))
-    jax_step = opt.jax_step or _default_jax_step(pair, opt.optax_tx)
+    jax_step = opt.jax_step or default_jax_step(pair, opt.optax_tx)
     params, stats, opt_state = pair.params, pair.batch_stats, pair.replicate(opt.optax_tx.init(pair.params))
     jax_losses = []
     for i, (jax_in, _) in enumerate(batches):
@@ -406,7 +406,7 @@ def training_run(pair: PortPair, batches: Sequence[InputPair], opt: OptimizerPai
     pair.reset_torch()
     module = pair.torch_module.train()
     torch_opt = opt.torch_fn(module.parameters())
-    torch_step = opt.torch_step or _default_torch_step(pair, opt)
+    torch_step = opt.torch_step or default_torch_step(pair, opt)
     torch_losses = []
     for i, (_, torch_in) in enumerate(batches):
         torch_losses.append(float(torch_step(module, torch_opt, torch_in)))
