@@ -85,12 +85,8 @@ def curve_checks(run: TrainingRun, dtype: str) -> list[Check]:
     return checks
 
 
-def plot_curves(runs: list[TrainingRun], path: Path, title: str = "", envelopes: dict | None = None) -> Path:
-    """Loss curves of both frameworks overlaid (top) and their relative difference, log axis (bottom).
-
-    `envelopes` {optimizer: envelope.Envelope} adds torch's own spread, the tolerance band and
-    the port's distance to the 1-thread torch run to the bottom panel, and the first step out.
-    """
+def plot_curves(runs: list[TrainingRun], path: Path, title: str = "") -> Path:
+    """Loss curves of both frameworks overlaid (top) and their relative difference, log axis (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,17 +101,7 @@ def plot_curves(runs: list[TrainingRun], path: Path, title: str = "", envelopes:
         top.set_title(run.optimizer)
         top.set_ylabel("total loss")
         top.legend()
-        bottom.semilogy(steps, np.maximum(run.rel_diffs, 1e-17), label="jax vs torch")
-        env = (envelopes or {}).get(run.optimizer)
-        if env is not None:
-            s = np.arange(1, len(env.spread.loss) + 1)
-            bottom.fill_between(s, 1e-17, env.tolerance.loss, color="tab:green", alpha=0.15, label="tolerance")
-            bottom.semilogy(s, np.maximum(env.spread.loss, 1e-17), color="tab:green", label="torch vs torch")
-            bottom.semilogy(s, np.maximum(env.port.loss, 1e-17), color="tab:red", lw=0.8, label="jax vs torch, 1 thread")
-            if env.first_exit is not None:
-                bottom.axvline(env.first_exit, color="tab:red", ls=":", label=f"leaves at step {env.first_exit}")
-            bottom.set_ylim(bottom=1e-9)
-            bottom.legend(fontsize=7)
+        bottom.semilogy(steps, np.maximum(run.rel_diffs, 1e-17))
         bottom.set_xlabel("step")
         bottom.set_ylabel("|jax - torch| / |torch|")
     if title:
