@@ -18,6 +18,7 @@ test: $(VENV_OK)
 parity: $(VENV_OK)
 	.venv/bin/jaxmtl parity --config tiny --dtype float64 --steps 100 --optimizer sgd,adam,adamw --out $(OUT)/float64
 	.venv/bin/jaxmtl parity --config tiny --dtype float32 --steps 100 --optimizer sgd,adam,adamw --out $(OUT)/float32
+	.venv/bin/jaxmtl parity --config small --dtype float64 --steps 20 --optimizer sgd,adam,adamw --out $(OUT)/small_float64
 
 bench: $(VENV_OK)
 	$(PY) -m benchmarks all --out bench_out
