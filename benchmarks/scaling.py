@@ -27,7 +27,6 @@ import argparse
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from benchmarks.timing import machine_info, write_results
+from jaxmtl.distributed import free_port
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -168,17 +168,11 @@ def worker(args: argparse.Namespace) -> None:
         Path(args.result).write_text(json.dumps(result))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_layout(layout: Layout, args: argparse.Namespace) -> dict[str, Any]:
     """The layout's processes, started together; process 0's measurements."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        coordinator = f"127.0.0.1:{_free_port()}"
+        coordinator = f"127.0.0.1:{free_port()}"
         env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(layout.devices_per_process))
         procs = [subprocess.Popen([sys.executable, "-m", "benchmarks", "scaling", "--worker", str(i),
                                    "--processes", str(layout.processes), "--coordinator", coordinator,

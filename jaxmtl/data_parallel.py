@@ -1,7 +1,7 @@
 """Data parallelism on JAX's own sharding: a 1-D device mesh over the batch axis.
 
 The global batch is split along its first axis (sequences, B) over the devices
-of `jax.make_mesh((n,), ("data",))`; parameters, BatchNorm statistics and the
+of a 1-D mesh with the axis "data"; parameters, BatchNorm statistics and the
 optimizer state are replicated. The unchanged train step
 (`jaxmtl.train.make_train_step`) is jitted with those shardings, and XLA's SPMD
 partitioner inserts the collectives: the loss mean and the gradients become
@@ -20,8 +20,8 @@ anything compiles (`check_batch`).
 
 Several processes (jaxmtl.distributed): the mesh spans every device of every
 process in process order, so process i's devices hold rows
-[i * B / P, (i + 1) * B / P) of the global batch (`process_rows`), and each
-process passes `put_batch` only those rows.
+[i * B / P, (i + 1) * B / P) of the global batch (jaxmtl.data.ProcessShare
+renders them), and each process passes `put_batch` only those rows.
 """
 
 from __future__ import annotations
@@ -74,12 +74,6 @@ def check_batch(batch_size: int, devices: int) -> None:
     if batch_size % devices:
         raise ValueError(f"the global batch of {batch_size} sequences does not divide over {devices} devices; "
                          f"choose --batch-size as a multiple of {devices}")
-
-
-def process_rows(batch_size: int) -> slice:
-    """This process's rows of a global batch of `batch_size` (all of them with one process)."""
-    share, i = batch_size // jax.process_count(), jax.process_index()
-    return slice(i * share, (i + 1) * share)
 
 
 def put_batch(batch: Any, dp: DataParallel) -> Any:

@@ -88,6 +88,13 @@ def _env_int(name: str) -> int | None:
         raise ValueError(f"{name}={value!r} is not an integer") from None
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` at the time of asking, for a coordinator address on one machine."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def wait_for_coordinator(setup: ProcessSetup) -> None:
     """Returns once the coordinator's port accepts connections; DistributedError after timeout_s."""
     deadline = time.monotonic() + setup.timeout_s

@@ -103,7 +103,7 @@ class JaxTrainer:
         (imports torch), so that a run can be compared step by step with --framework torch.
 
         With `dp`, `train_step`/`eval_step` take this process's rows of the global batch
-        (the whole batch with one process; jaxmtl.data_parallel.process_rows).
+        (the whole batch with one process; jaxmtl.data.ProcessShare).
         """
         require_x64(dtype, "the float64 trainer")
         self.primary = jax.process_index() == 0  # the process that writes logs (jaxmtl.loop.fit)

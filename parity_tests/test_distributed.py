@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 
 from jaxmtl.config import TINY
+from jaxmtl.distributed import free_port
 from jaxmtl.parity.curves import CURVE_TOLERANCES
 from jaxmtl.parity.precision import TOLERANCES
 from jaxmtl.trees import rel_err
@@ -36,12 +36,6 @@ TRAIN = ["--config", "tiny", "--dtype", "float64", "--batch-size", "8", "--optim
          "--eval-batches", "1", "--train-size", "800", "--no-progress"]
 TIMEOUT = 600
 HERE = Path(__file__).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _jaxmtl(*args: str) -> list[str]:
@@ -60,7 +54,7 @@ def _start(argv: list[str], devices: int, log: Path, stdout: Path | None = None)
 
 def _processes(out: Path, n: int, extra: list[str], devices: int = 1) -> list[subprocess.Popen]:
     """`jaxmtl train --processes n` as n processes on 127.0.0.1, logs in out.<i>.log."""
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     return [_start(_jaxmtl("train", *TRAIN, *extra, "--out", str(out), "--processes", str(n), "--process-id", str(i),
                            "--coordinator", coordinator), devices, out.with_suffix(f".{i}.log")) for i in range(n)]
 
@@ -215,7 +209,7 @@ def test_the_per_device_mutant_is_right_on_one_device():
 def test_a_coordinator_that_never_answers_is_named(tmp_path, capsys):
     from jaxmtl.cli import main
 
-    address = f"127.0.0.1:{_free_port()}"  # nobody listens there
+    address = f"127.0.0.1:{free_port()}"  # nobody listens there
     status = main(["train", "--config", "tiny", "--steps", "1", "--out", str(tmp_path / "run"), "--processes", "2",
                    "--process-id", "1", "--coordinator", address, "--coordinator-timeout", "1"])
     assert status == 2
@@ -224,7 +218,7 @@ def test_a_coordinator_that_never_answers_is_named(tmp_path, capsys):
 
 
 def test_processes_started_differently_all_refuse_naming_the_difference(tmp_path):
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = f"127.0.0.1:{free_port()}"
     common = ["--config", "tiny", "--steps", "1", "--batch-size", "6", "--no-progress", "--coordinator", coordinator]
     procs = [_start(_jaxmtl("train", *common, "--out", str(tmp_path / "run"), *extra), 1, tmp_path / f"{i}.log")
              for i, extra in enumerate((["--processes", "2", "--process-id", "0"],

@@ -23,7 +23,6 @@ k and the floor are measured (ENVELOPE_K, ENVELOPE_FLOOR, with the runs that set
 
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -99,12 +98,9 @@ def torch_trace(pair, batches: Sequence, opt, perturbation: str | None = None) -
         load_into_torch(pair.torch_module, {
             k: (v * (1 + ULP * rng.standard_normal(v.shape))).astype(v.dtype) if np.issubdtype(v.dtype, np.floating)
             else v for k, v in pair.initial_state.items()})
-    threads = torch.get_num_threads()
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(2 if perturbation == "threads" else 1)
-    mkldnn = torch.backends.mkldnn.flags(enabled=perturbation != "no_mkldnn")
-    with warnings.catch_warnings():  # the flags' context also re-sets TF32 for Intel GPUs, and says so
-        warnings.simplefilter("ignore", UserWarning)
-        mkldnn.__enter__()
+    torch.backends.mkldnn.enabled = perturbation != "no_mkldnn"
     try:
         module = pair.torch_module.train()
         if perturbation == "channels_last":
@@ -117,10 +113,8 @@ def torch_trace(pair, batches: Sequence, opt, perturbation: str | None = None) -
             sd = state_dict_numpy(module)
             states.append({k: v for k, v in sd.items() if np.issubdtype(v.dtype, np.floating)})
     finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            mkldnn.__exit__(None, None, None)
         torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = mkldnn
         if perturbation == "channels_last":
             pair.torch_module.to(memory_format=torch.contiguous_format)
         pair.reset_torch()

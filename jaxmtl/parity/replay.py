@@ -23,6 +23,7 @@ scale). Epsilons are invisible at gradient norms near 1 in float32, and this is 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
@@ -55,28 +56,31 @@ class ReplayRun(NamedTuple):
 
 
 def record_gradients(pair, batches: Sequence, opt) -> list[dict[str, np.ndarray]]:
-    """The torch reference trained on `batches` with `opt` (an OptimizerPair); the gradient of
-    every step before `torch_before_step` (clipping), by parameter name. The pair is left reset."""
-    from jaxmtl.parity.harness import to_torch
+    """The torch reference trained on `batches` with `opt` (an OptimizerPair, the harness's textbook
+    step); the gradient of every step before `torch_before_step` (clipping), by parameter name.
+    The pair is left reset."""
+    from jaxmtl.parity.harness import default_torch_step
 
-    pair.reset_torch()
-    module = pair.torch_module.train()
-    optimizer = opt.torch_fn(module.parameters())
     grads = []
-    for _, torch_in in batches:
-        optimizer.zero_grad()
-        loss, _ = pair.torch_loss(module, to_torch(torch_in), True)
-        loss.backward()
-        grads.append({n: p.grad.detach().numpy().copy() for n, p in module.named_parameters()
+
+    def record_then(parameters):
+        parameters = list(parameters)
+        grads.append({n: p.grad.detach().numpy().copy() for n, p in pair.torch_module.named_parameters()
                       if p.grad is not None})
         if opt.torch_before_step is not None:
-            opt.torch_before_step(module.parameters())
-        optimizer.step()
+            opt.torch_before_step(parameters)
+
+    recording = dataclasses.replace(opt, torch_before_step=record_then)
+    pair.reset_torch()
+    module = pair.torch_module.train()
+    optimizer, step = opt.torch_fn(module.parameters()), default_torch_step(pair, recording)
+    for _, torch_in in batches:
+        step(module, optimizer, torch_in)
     pair.reset_torch()
     return grads
 
 
-def replay(params: Flat, grads: Sequence[Flat], opt, scale: float = 1.0, name: str | None = None) -> ReplayRun:
+def replay(params: Flat, grads: Sequence[Flat], opt, scale: float = 1.0) -> ReplayRun:
     """Both optimizers of `opt` from `params` on `grads` (times `scale`); parameters compared after every step."""
     import torch
 
@@ -104,7 +108,7 @@ def replay(params: Flat, grads: Sequence[Flat], opt, scale: float = 1.0, name: s
         errs = {k: rel_err(np.asarray(jax_params[k]), tensors[k].detach().numpy()) for k in params}
         per_step.append(max(errs.values()))
         worst = {k: max(worst[k], e) for k, e in errs.items()}
-    return ReplayRun(name or opt.name, np.array(per_step), worst)
+    return ReplayRun(opt.name, np.array(per_step), worst)
 
 
 def replay_checks(runs: Sequence[ReplayRun], dtype: str) -> list[Check]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping, NamedTuple
 
-import jax
 import numpy as np
 
 from jaxmtl.trees import check_names_and_shapes
