@@ -6,7 +6,7 @@ float64, `tiny`, a global batch of 8, Adam with clipping, torch's initial weight
   jax4    2 processes x 2 virtual devices = 4 devices, checkpoints at steps 5 and 10
   ddp     torch DistributedDataParallel, 2 processes, global-batch BatchNorm
   jax1    one process, one device: the reference run
-  dp8     parity_tests/dp_worker.py: one process, 8 devices against 1, 20 steps
+  dp8     parity_tests/dp_worker.py: one process, one step's gradients on 8 devices against 1
 then, from jax4's step-5 checkpoint, the resumed runs on 1 and on 2 devices.
 Compared from metrics.jsonl (loss and gradient norm per step) and the final checkpoints
 (parameters and BatchNorm statistics).
@@ -43,11 +43,10 @@ def _jaxmtl(*args: str) -> list[str]:
 
 
 def _start(argv: list[str], devices: int, log: Path, stdout: Path | None = None) -> subprocess.Popen:
-    # One persistent compilation cache for the module's runs: processes compiling the same
-    # program (the two of a run, the resumed runs) compile it once. Values are unaffected.
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), OMP_NUM_THREADS="1", PYTHONPATH=str(HERE),
-               JAX_COMPILATION_CACHE_DIR=str(log.parent / "xla_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    # The runs share the suite's persistent compilation cache (conftest.py, inherited through
+    # the environment): processes compiling the same program (the two of a run, the resumed
+    # runs) compile it once. Values are unaffected.
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), OMP_NUM_THREADS="1", PYTHONPATH=str(HERE))
     return subprocess.Popen(argv, env=env, stdout=open(stdout, "w") if stdout else subprocess.DEVNULL,
                             stderr=open(log, "w"))
 
@@ -101,7 +100,7 @@ def _max_err(a: dict, b: dict, keys) -> float:
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("distributed")
     out = {name: root / name for name in ("jax4", "ddp", "jax1", "resume1", "resume2")}
-    dp8 = _start([sys.executable, str(HERE / "dp_worker.py"), "8", "20", "8"], 8,
+    dp8 = _start([sys.executable, str(HERE / "dp_worker.py"), "8", "8"], 8,
                  root / "dp8.log", stdout=root / "dp8.json")
     parity = {name: _start(_jaxmtl("parity", "--pair", f"conv_bn_pair:{spec}", "--devices", "2", "--steps", "2",
                                    "--out", str(root / name)), 2, root / f"{name}.log")
@@ -131,16 +130,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_eight_devices_compute_what_one_device_computes(runs):
-    """dp_worker.py: gradients and BatchNorm statistics of one step, then 20 steps, 8 devices against 1."""
+    """dp_worker.py: gradients and BatchNorm statistics of one train-mode step, 8 devices against 1."""
     r = json.loads((runs["jax1"].parent / "dp8.json").read_text().strip().splitlines()[-1])
     assert r["devices"] == 8 and r["batch_sharded_over"] == 8 and r["replicated"]
-    assert r["loss_moved"] > 1e-3  # the 20 steps really trained
     # Same mathematics, other summation order: float64 rounding only.
-    for key in ("grad", "batch_stats", "curve", "batch_stats_after"):
+    for key in ("grad", "batch_stats"):
         assert r[key] <= 1e-12, (key, r[key])
-    # Parameters after 20 Adam steps: m / sqrt(v) turns ~1e-16 gradient differences on BatchNorm
-    # biases near zero into lr-sized steps (curves.py); measured 1.2e-13 and 2.9e-13 here.
-    assert r["params_after"] <= 1e-10, r["params_after"]
 
 
 def test_two_processes_compute_what_one_process_computes(runs):

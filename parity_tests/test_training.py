@@ -19,8 +19,12 @@ from jaxmtl.optim import OptimConfig
 STEPS = 6  # 3 straight + 3 resumed: checkpoint at 3, evals at 3 and 6
 
 
+# JAX runs start from the reference's weights (--init torch): what is tested here does not
+# depend on the initial weights, and JAX's initialisers compile one small program per
+# parameter shape (test_determinism.py runs them).
 def _train(framework: str, out: Path, steps: int, *, resume: bool = False) -> int:
-    return cli_main(["train", "--config", "tiny", "--framework", framework, "--steps", str(steps),
+    init = ["--init", "torch"] if framework == "jax" else []
+    return cli_main(["train", "--config", "tiny", "--framework", framework, "--steps", str(steps), *init,
                      "--out", str(out), "--eval-every", "3", "--eval-batches", "1", "--ckpt-every", "3",
                      "--train-size", "64", "--optimizer", "adamw", "--weight-decay", "0.01",
                      "--no-progress"] + (["--resume"] if resume else []))
@@ -106,7 +110,7 @@ def _trainer(framework: str):
     if framework == "jax":
         from jaxmtl.train import JaxTrainer
 
-        return JaxTrainer(TINY, ocfg)
+        return JaxTrainer(TINY, ocfg, init="torch")
     from torch_ref.train import TorchTrainer
 
     return TorchTrainer(TINY, ocfg)
