@@ -3,28 +3,12 @@
 x64 is switched on for the whole session before any array exists; float32
 tests create float32 arrays explicitly, and the harness asserts every JAX
 output has the requested dtype, so no silent promotion goes unnoticed.
-
-One persistent XLA compilation cache serves the whole run: both pytest-xdist
-workers and every subprocess a test starts (they inherit the environment), so a
-program that several of them compile (the tiny model's steps, the CLI runs) is
-compiled once. It lives in a fresh temporary directory per run, removed at the
-end, so no run starts warm; set JAX_COMPILATION_CACHE_DIR to choose another.
-Cached executables are the ones XLA would build again: values do not change.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import tempfile
-
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # before jax is imported: it reads the variable then
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache = tempfile.mkdtemp(prefix="jaxmtl-tests-xla-")
-    atexit.register(shutil.rmtree, _cache, ignore_errors=True)  # by the process that made it: the controller
-
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 

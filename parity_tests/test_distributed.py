@@ -6,8 +6,8 @@ float64, `tiny`, a global batch of 8, Adam with clipping, torch's initial weight
   jax4    2 processes x 2 virtual devices = 4 devices, checkpoints at steps 5 and 10
   ddp     torch DistributedDataParallel, 2 processes, global-batch BatchNorm
   jax1    one process, one device: the reference run
-  dp8     parity_tests/dp_worker.py: one process, one step's gradients on 8 devices against 1
-then, from jax4's step-5 checkpoint, the resumed runs on 1 and on 2 devices.
+  dp8     parity_tests/dp_worker.py: one process, 8 devices against 1, 20 steps
+then, from jax4's step-5 checkpoint, the run resumed on 1 device.
 Compared from metrics.jsonl (loss and gradient norm per step) and the final checkpoints
 (parameters and BatchNorm statistics).
 """
@@ -43,10 +43,11 @@ def _jaxmtl(*args: str) -> list[str]:
 
 
 def _start(argv: list[str], devices: int, log: Path, stdout: Path | None = None) -> subprocess.Popen:
-    # The runs share the suite's persistent compilation cache (conftest.py, inherited through
-    # the environment): processes compiling the same program (the two of a run, the resumed
-    # runs) compile it once. Values are unaffected.
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), OMP_NUM_THREADS="1", PYTHONPATH=str(HERE))
+    # One persistent compilation cache for the module's runs: processes compiling the same
+    # program (the two of a run, the resumed runs) compile it once. Values are unaffected.
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), OMP_NUM_THREADS="1", PYTHONPATH=str(HERE),
+               JAX_COMPILATION_CACHE_DIR=str(log.parent / "xla_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return subprocess.Popen(argv, env=env, stdout=open(stdout, "w") if stdout else subprocess.DEVNULL,
                             stderr=open(log, "w"))
 
@@ -99,8 +100,8 @@ def _max_err(a: dict, b: dict, keys) -> float:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("distributed")
-    out = {name: root / name for name in ("jax4", "ddp", "jax1", "resume1", "resume2")}
-    dp8 = _start([sys.executable, str(HERE / "dp_worker.py"), "8", "8"], 8,
+    out = {name: root / name for name in ("jax4", "ddp", "jax1", "resume1")}
+    dp8 = _start([sys.executable, str(HERE / "dp_worker.py"), "8", "20", "8"], 8,
                  root / "dp8.log", stdout=root / "dp8.json")
     parity = {name: _start(_jaxmtl("parity", "--pair", f"conv_bn_pair:{spec}", "--devices", "2", "--steps", "2",
                                    "--out", str(root / name)), 2, root / f"{name}.log")
@@ -110,17 +111,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     jax1 = [_start(_jaxmtl("train", *TRAIN, "--init", "torch", "--out", str(out["jax1"])), 1,
                    out["jax1"].with_suffix(".log"))]
     _wait(jax4, "jax4", [out["jax4"].with_suffix(f".{i}.log") for i in range(2)])
-    # The resumed runs start from a copy of jax4 cut back to its step-10 checkpoint.
-    resumed = []
-    for name, devices in (("resume1", 1), ("resume2", 2)):
-        shutil.copytree(out["jax4"], out[name], ignore=shutil.ignore_patterns(f"step_{STEPS:08d}"))
-        resumed.append(_start(_jaxmtl("train", *TRAIN, "--init", "torch", "--resume", "--out", str(out[name]),
-                                      *(["--devices", "2"] if devices == 2 else [])),
-                              devices, out[name].with_suffix(".log")))
+    # The resumed run starts from a copy of jax4 cut back to its step-5 checkpoint.
+    shutil.copytree(out["jax4"], out["resume1"], ignore=shutil.ignore_patterns(f"step_{STEPS:08d}"))
+    resumed = _start(_jaxmtl("train", *TRAIN, "--init", "torch", "--resume", "--out", str(out["resume1"])), 1,
+                     out["resume1"].with_suffix(".log"))
     _wait(ddp, "ddp", [out["ddp"].with_suffix(f".{i}.log") for i in range(2)])
     _wait(jax1, "jax1", [out["jax1"].with_suffix(".log")])
-    for name, p in zip(("resume1", "resume2"), resumed):
-        _wait([p], name, [out[name].with_suffix(".log")])
+    _wait([resumed], "resume1", [out["resume1"].with_suffix(".log")])
     _wait([dp8], "dp_worker.py", [root / "dp8.log"])
     for name, p in parity.items():
         p.wait(timeout=TIMEOUT)
@@ -130,12 +127,16 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_eight_devices_compute_what_one_device_computes(runs):
-    """dp_worker.py: gradients and BatchNorm statistics of one train-mode step, 8 devices against 1."""
+    """dp_worker.py: gradients and BatchNorm statistics of one step, then 20 steps, 8 devices against 1."""
     r = json.loads((runs["jax1"].parent / "dp8.json").read_text().strip().splitlines()[-1])
     assert r["devices"] == 8 and r["batch_sharded_over"] == 8 and r["replicated"]
+    assert r["loss_moved"] > 1e-3  # the 20 steps really trained
     # Same mathematics, other summation order: float64 rounding only.
-    for key in ("grad", "batch_stats"):
+    for key in ("grad", "batch_stats", "curve", "batch_stats_after"):
         assert r[key] <= 1e-12, (key, r[key])
+    # Parameters after 20 Adam steps: m / sqrt(v) turns ~1e-16 gradient differences on BatchNorm
+    # biases near zero into lr-sized steps (curves.py); measured 1.2e-13 and 2.9e-13 here.
+    assert r["params_after"] <= 1e-10, r["params_after"]
 
 
 def test_two_processes_compute_what_one_process_computes(runs):
@@ -165,12 +166,11 @@ def test_two_jax_processes_match_torch_ddp_with_the_single_device_tolerances(run
     assert all(int(a[k]) == int(b[k]) == STEPS for k in a if "num_batches" in k)
 
 
-@pytest.mark.parametrize("name", ["resume1", "resume2"])
-def test_a_checkpoint_from_four_devices_resumes_on_one_and_on_two(runs, name):
-    resumed, uninterrupted = _curve(runs[name]), _curve(runs["jax4"])
+def test_a_checkpoint_from_four_devices_resumes_on_one(runs):
+    resumed, uninterrupted = _curve(runs["resume1"]), _curve(runs["jax4"])
     assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))  # steps 1-5 kept, 6-10 re-run
     assert max(rel_err(a["total"], b["total"]) for a, b in zip(resumed[CKPT:], uninterrupted[CKPT:])) <= 1e-12
-    a, b = _jax_state(runs[name], STEPS), _jax_state(runs["jax4"], STEPS)
+    a, b = _jax_state(runs["resume1"], STEPS), _jax_state(runs["jax4"], STEPS)
     assert _max_err(a, b, list(a)) <= 1e-10  # as the parameters above
 
 
