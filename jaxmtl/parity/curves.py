@@ -12,7 +12,7 @@ and batches are in multitask_port.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -85,14 +85,20 @@ def curve_checks(run: TrainingRun, dtype: str) -> list[Check]:
     return checks
 
 
-def plot_curves(runs: list[TrainingRun], path: Path, title: str = "") -> Path:
-    """Loss curves of both frameworks overlaid (top) and their relative difference, log axis (bottom)."""
+def plot_curves(runs: list[TrainingRun], path: Path, title: str = "", envelopes: Sequence = ()) -> Path:
+    """Loss curves of both frameworks overlaid (top) and their relative difference, log axis (second row);
+    with float32 envelopes (envelope.Envelope, matched to the runs by optimizer name) two rows more:
+    distances to the torch float64 anchor with the tolerance band, and the port's ratio to it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(runs), figsize=(4.5 * len(runs), 6), sharex=True, squeeze=False)
+    from jaxmtl.parity.envelope import plot_envelope
+
+    by_name = {e.name: e for e in envelopes}
+    rows = 4 if by_name else 2
+    fig, axes = plt.subplots(rows, len(runs), figsize=(4.5 * len(runs), 3 * rows), sharex=True, squeeze=False)
     for col, run in enumerate(runs):
         steps = np.arange(1, len(run.jax_losses) + 1)
         top, bottom = axes[0, col], axes[1, col]
@@ -102,8 +108,13 @@ def plot_curves(runs: list[TrainingRun], path: Path, title: str = "") -> Path:
         top.set_ylabel("total loss")
         top.legend()
         bottom.semilogy(steps, np.maximum(run.rel_diffs, 1e-17))
-        bottom.set_xlabel("step")
         bottom.set_ylabel("|jax - torch| / |torch|")
+        if run.optimizer in by_name:
+            env = by_name[run.optimizer]
+            plot_envelope(axes[2, col], axes[3, col], env)
+            exit_text = f"leaves at step {env.first_exit}" if env.first_exit else "inside at every step"
+            axes[2, col].set_title(f"float32 envelope: {exit_text}", fontsize=9)
+        axes[-1, col].set_xlabel("step")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -91,6 +91,8 @@ MEANING = {
     "curve/": "total loss at every step of N optimizer steps",
     "params_after/": "parameters after N optimizer steps",
     "batch_stats_after/": "BatchNorm statistics after N optimizer steps",
+    "replay/": "optimizers alone: parameters after every step of one recorded gradient sequence",
+    "envelope/": "float32: distance to torch float64, per step, as a share of k x torch float32's own (<= 1 passes)",
 }
 
 

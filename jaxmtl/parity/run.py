@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"jaxmtl parity: error: {e}", file=sys.stderr)
             return 2
-    from jaxmtl.parity import harness, localize, multitask_port
+    from jaxmtl.parity import envelope, harness, localize, multitask_port
     from jaxmtl.parity.curves import COMPARE_STEPS, curve_checks, plot_curves
     from jaxmtl.parity.report import failure_lines, write_report
 
@@ -172,8 +172,14 @@ def run(args: argparse.Namespace) -> int:
         _emit(checks, curve_checks(runs[-1], args.dtype))
     if optimizers:
         _emit(checks, _replay_checks(pair, train, optimizers, curve_optimizers, args.dtype))
+    envelopes = []
+    if optimizers and args.dtype == "float32":  # float64 is compared step by step to 1e-8 instead
+        for opt in optimizers:
+            envelopes.append(envelope.envelope_run(pair, train, opt))
+            _emit(checks, [envelope.envelope_check(envelopes[-1])])
+            print(f"parity: {envelope.describe(envelopes[-1])}", file=sys.stderr)
     if runs:
-        plot_curves(runs, args.out / "curves.png", f"{name}, {args.dtype}, {args.steps} steps")
+        plot_curves(runs, args.out / "curves.png", f"{name}, {args.dtype}, {args.steps} steps", envelopes)
         print(f"parity: curves -> {args.out / 'curves.png'}", file=sys.stderr)
     try:
         loc = localize.localize(pair, single[0])
@@ -181,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"parity: no per-layer localisation: {e}", file=sys.stderr)
         loc = None
     doc = write_parity_json(args.out / "parity.json", name, args.dtype, checks, devices=args.devices,
-                            localisation=localize.as_json(loc) if loc else None)
+                            localisation=localize.as_json(loc) if loc else None,
+                            envelopes=[envelope.as_json(e) for e in envelopes])
     for line in failure_lines(checks, loc):  # the worst tensor and the first divergent layer: where to look
         print(line, file=sys.stderr)
     meta = {"config": name, "dtype": args.dtype, "seed": str(args.seed),
@@ -189,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
                            if args.devices > 1 else "1",
             "models": models + ", weights initialised in torch and converted to JAX",
             "conversion table": "given by the pair" if table_given else
-                                "derived from the two models (jaxmtl.parity.derive)"}
+                                "derived from the two models (jaxmtl.parity.derive)",
+            **{f"envelope/{e.name}": envelope.describe(e) for e in envelopes}}
     print(f"parity: report -> {write_report(args.out, checks, meta, loc)}", file=sys.stderr)
     print(f"parity: {'PASSED' if doc['passed'] else 'FAILED'} -> {args.out / 'parity.json'}", file=sys.stderr)
     return 0 if doc["passed"] else 1
