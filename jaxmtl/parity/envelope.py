@@ -39,7 +39,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from jaxmtl.parity.checks import Check, check_from_errs
-from jaxmtl.trees import flatten_state
+from jaxmtl.trees import flatten_state, rel_err
 
 METRICS = ("loss", "params", "batch_stats")
 MEMBERS = ("none", "threads", "no_mkldnn", "channels_last", *(f"ulp:{s}" for s in range(1, 9)))
@@ -155,12 +155,10 @@ def jax_trace(pair, batches: Sequence, opt) -> Trace:
 
 
 def _global_rel(names: Sequence[str], a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> float:
-    """||a - b|| / ||b|| over the named tensors taken together as one vector (0 without tensors)."""
+    """rel_err of the named tensors taken together as one vector (0 without tensors)."""
     if not names:
         return 0.0
-    diff = sum(float(np.sum(np.square(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)))) for k in names)
-    norm = sum(float(np.sum(np.square(np.asarray(b[k], np.float64)))) for k in names)
-    return math.sqrt(diff) / max(math.sqrt(norm), 1e-30)
+    return rel_err(np.concatenate([np.ravel(a[k]) for k in names]), np.concatenate([np.ravel(b[k]) for k in names]))
 
 
 def distance(a: Trace, anchor: Trace) -> Distance:
