@@ -79,7 +79,9 @@ def make_eval_step(graphdef, cfg: ModelConfig, dp: DataParallel | None = None) -
 
 
 def _cast(tree, dtype):
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+    """Floating leaves to `dtype`, on the host: per-leaf `astype` would compile one program per shape."""
+    return jax.tree.map(lambda x: jnp.asarray(np.asarray(x, dtype)) if jnp.issubdtype(x.dtype, jnp.floating)
+                        else x, tree)
 
 
 @functools.lru_cache(maxsize=16)
@@ -121,7 +123,7 @@ class JaxTrainer:
         self.graphdef = graphdef
         tx = make_optimizer(ocfg)
         params, batch_stats = _cast(params, self.dtype), _cast(batch_stats, self.dtype)
-        self.state = TrainState(params, batch_stats, tx.init(params))
+        self.state = TrainState(params, batch_stats, jax.jit(tx.init)(params))  # one program, not one per leaf
         self.dp = dp
         if dp is not None:
             self.state = put_replicated(self.state, dp)
