@@ -9,6 +9,7 @@ whole model for each.
 from __future__ import annotations
 
 import contextlib
+from unittest import mock
 
 import jax
 import pytest
@@ -20,9 +21,11 @@ from jaxmtl.parity.multitask_port import batches, multitask_pair
 
 L20_BN2 = "backbone/layer2/0/bn2"
 
-# (mistake, how to build the mutant pair, the torch layer it lives in, direction). Flax 'SAME'
-# padding (localised to backbone.conv1) is asserted through `jaxmtl parity` itself in test_mutations.py.
+# (mistake, how to build the mutant pair: (patch or None, multitask_pair keywords),
+# the torch layer it lives in, direction).
 CASES = [
+    ("Flax 'SAME' padding on stride-2 convs (first: the stem)",
+     lambda: (mock.patch("jaxmtl.nn.conv.conv2d", mutants.same_padding_conv2d), {}), "backbone.conv1", "forward"),
     ("BN momentum 0.9 (torch's 0.1 as Flax momentum) in one BN",
      lambda: (None, {"jax_model_fn": mutants.mutate_layer(L20_BN2, mutants.set_attr("momentum", 0.9))}),
      "backbone.layer2.0.bn2", "forward"),
