@@ -118,7 +118,7 @@ class PortPair:
     validate: Callable[[Any], None] | None
     initial_state: dict[str, np.ndarray]
     forward_fn: Callable = None       # jit: (params, stats, rest, inputs, train) -> (loss, (outputs, stats))
-    grad_fn: Callable = None          # jit value_and_grad of the train-mode loss
+    grad_fn: Callable = None          # (params, stats, rest, inputs) -> ((loss, (outputs, stats)), grads), train mode
     loss_parts: Mapping[str, float] = dataclasses.field(default_factory=dict)  # output -> weight in loss
     part_grad_fn: Callable | None = None  # (params, stats, rest, inputs) -> {part: grads}, jitted inside
     dp: DataParallel | None = None    # set by `data_parallel_pair`: the JAX side runs sharded
@@ -187,22 +187,30 @@ def make_pair(torch_module, nnx_module, table: Sequence | Conversion | None, tor
 
     parts = dict(loss_parts or {})
 
-    def weighted_parts(p, s, r, inputs, weights):
-        # The gradient of sum_k weights[k] * part_k: one compilation serves every part
-        # (weights one-hot, given at run time) at the cost of one gradient each.
-        outputs = run(p, s, r, inputs, True)[1][0]
-        return sum(weights[k] * outputs[k] for k in parts)
+    def weighted(p, s, r, inputs, weights):
+        # weights = (w_total, {part: w_part}), given at run time, so that one compilation
+        # serves the total's gradient (1, zeros) and each part's (0, one-hot): the part
+        # gradients cost one backward each but no compilation of their own.
+        w_total, w_parts = weights
+        loss, (outputs, stats) = run(p, s, r, inputs, True)
+        return w_total * loss + sum(w_parts[k] * outputs[k] for k in parts), (loss, (outputs, stats))
 
-    weighted_grad = cpu_compiler.jit(jax.grad(weighted_parts))
+    weighted_grad = cpu_compiler.jit(jax.value_and_grad(weighted, has_aux=True))
+
+    def one_hot(p, key):
+        dtype = jax.tree.leaves(p)[0].dtype
+        return np.asarray(key is None, dtype), {q: np.asarray(q == key, dtype) for q in parts}
+
+    def grad_fn(p, s, r, inputs):
+        (_, aux), grads = weighted_grad(p, s, r, inputs, one_hot(p, None))
+        return aux, grads
 
     def part_grads(p, s, r, inputs):
-        dtype = jax.tree.leaves(p)[0].dtype
-        return {k: weighted_grad(p, s, r, inputs, {q: np.asarray(q == k, dtype) for q in parts}) for k in parts}
+        return {k: weighted_grad(p, s, r, inputs, one_hot(p, k))[1] for k in parts}
 
     # Compiled as jaxmtl compiles its own steps (jaxmtl/cpu_compiler.py), so a port
     # is checked on the build it trains with.
     forward_fn = cpu_compiler.jit(run, static_argnums=4)
-    grad_fn = cpu_compiler.jit(jax.value_and_grad(lambda p, s, r, x: run(p, s, r, x, True), has_aux=True))
     return PortPair(torch_module, graphdef, params, stats, rest, conversion, torch_loss, jax_loss,
                     dtype, validate, initial, forward_fn, grad_fn, parts, part_grads if parts else None)
 
