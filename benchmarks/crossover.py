@@ -17,7 +17,6 @@ reports, with JAX jit's speedup over each torch mode at every B.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +40,9 @@ def sweep(config: str, batches: list[int], budget_s: float) -> dict[str, Any]:
     base = get_config(config)
     rows = []
     for b in batches:
-        cfg = dataclasses.replace(base, name=f"{base.name}_b{b}", batch_size=b)
+        cfg = step.config_for(config, b)
         print(f"--- crossover: {cfg.name}", flush=True)
-        r = step.run_config(cfg, budget_s, modes=MODES)
+        r = step.run_config(config, budget_s, modes=MODES, batch_size=b)
         flop = analytic_flops(cfg)["total"]
         rows.append({"batch_size": b, "frames": b * cfg.seq_len, "gflop_per_step": flop / 1e9,
                      "modes": {m: {"step": r["modes"][m]["step"],

@@ -3,75 +3,105 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 
 from benchmarks import steps_impl as S
-from benchmarks.timing import (aot_compile, fmt_ms, load_average, machine_info, set_torch_threads, time_calls,
-                               time_interleaved, write_results)
+from benchmarks.mode_processes import time_in_processes
+from benchmarks.timing import (aot_compile, fmt_ms, load_average, machine_info, set_torch_threads, summarize,
+                               time_calls, time_interleaved, write_results)
 from jaxmtl.config import ModelConfig, get_config
 
 MODES = ("jax_jit", "jax_eager", "torch_eager", "torch_compile", "torch_func")
 
 
-def run_config(config: str | ModelConfig, budget_s: float = 10.0, eager_reps: int | None = None,
-               modes: tuple[str, ...] = MODES, torch_threads: int | None = None) -> dict[str, Any]:
-    """Times every mode on a config (a preset name or a ModelConfig); returns the results dict (also holds speedups)."""
-    cfg = get_config(config) if isinstance(config, str) else config
+def build_mode(cfg: ModelConfig, mode: str, jax_setup: tuple | None = None) -> tuple[Callable[[], Any], dict]:
+    """(zero-argument training step of `mode`, its setup figures: compile_s / first_call_s).
+
+    `jax_setup`: steps_impl.jax_setup(cfg), to share one initialised model between JAX modes.
+    """
+    if mode.startswith("jax"):
+        step, args = jax_setup or S.jax_setup(cfg)
+        if mode == "jax_jit":
+            compiled, compile_s = aot_compile(step, *args)
+            return (lambda: compiled(*args)), {"compile_s": compile_s}
+
+        # Op-by-op: every primitive is dispatched (and, on first use, compiled) on its own.
+        def eager():
+            with jax.disable_jit():
+                return step(*args)
+        t0 = time.perf_counter()
+        jax.block_until_ready(eager())
+        return eager, {"first_call_s": time.perf_counter() - t0}
+    import torch
+
+    if mode == "torch_func":
+        return S.torch_func_step(cfg, S.torch_setup(cfg)), {}
+    if mode == "torch_eager":
+        return S.torch_eager_step(cfg, S.torch_setup(cfg)), {}
+    torch._dynamo.reset()
+    fn = S.torch_eager_step(cfg, S.torch_setup(cfg), compiled=True)
+    t0 = time.perf_counter()
+    fn()  # compiles forward (dynamo + inductor) and, in backward, the AOTAutograd graph
+    return fn, {"first_call_s": time.perf_counter() - t0}
+
+
+def config_for(config: str, batch_size: int | None = None) -> ModelConfig:
+    """The preset `config`, with `batch_size` (and a name saying so) if given."""
+    cfg = get_config(config)
+    if batch_size is None or batch_size == cfg.batch_size:
+        return cfg
+    return dataclasses.replace(cfg, name=f"{cfg.name}_b{batch_size}", batch_size=batch_size)
+
+
+def run_config(config: str, budget_s: float = 10.0, eager_reps: int | None = None,
+               modes: tuple[str, ...] = MODES, torch_threads: int | None = None,
+               timing: str = "processes", batch_size: int | None = None) -> dict[str, Any]:
+    """Times every mode on a preset config (at `batch_size`); returns the results dict (also holds speedups).
+
+    timing="processes": each mode in a worker process of its own, the workers taking turns
+    (benchmarks/mode_processes.py); "in-process": all modes in this process, interleaved
+    (timing.time_interleaved). JAX eager (seconds per step) is timed after the others, alone.
+    """
+    cfg = config_for(config, batch_size)
     name = cfg.name
     threads = set_torch_threads(torch_threads)
     big = cfg.widths[-1] >= 512
     eager_reps = eager_reps or (2 if big else 5)
     res: dict[str, Any] = {"config": name, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len,
                            "image_size": cfg.image_size, "widths": list(cfg.widths),
-                           "torch_threads": threads, "load_average_start": load_average(), "modes": {}}
-    step, args = S.jax_setup(cfg)
-    timed: dict[str, Any] = {}  # mode -> zero-argument step, timed together below
-
-    if "jax_jit" in modes:
-        compiled, compile_s = aot_compile(step, *args)
-        timed["jax_jit"] = lambda: compiled(*args)
-        res["modes"]["jax_jit"] = {"compile_s": compile_s}
-    if any(m.startswith("torch") for m in modes):
-        import torch
-
-        if "torch_eager" in modes:
-            timed["torch_eager"] = S.torch_eager_step(cfg, S.torch_setup(cfg))
-            res["modes"]["torch_eager"] = {}
-        if "torch_compile" in modes:
-            torch._dynamo.reset()
-            fn = S.torch_eager_step(cfg, S.torch_setup(cfg), compiled=True)
-            t0 = time.perf_counter()
-            fn()  # compiles forward (dynamo + inductor) and, in backward, the AOTAutograd graph
-            first = time.perf_counter() - t0
-            timed["torch_compile"] = fn
-            res["modes"]["torch_compile"] = {"first_call_s": first}
-        if "torch_func" in modes:
-            timed["torch_func"] = S.torch_func_step(cfg, S.torch_setup(cfg))
-            res["modes"]["torch_func"] = {}
-    # Interleaved rounds (timing.time_interleaved): the ratios between these
-    # modes come from the same stretch of machine time.
-    stats = time_interleaved(timed, budget_s * len(timed), min_reps=5, max_reps=100) if timed else {}
-    for mode, stat in stats.items():
-        res["modes"][mode]["step"] = stat
+                           "torch_threads": threads, "timing": timing, "load_average_start": load_average(),
+                           "modes": {}}
+    fast = [m for m in modes if m != "jax_eager"]
+    if timing == "processes":
+        worker = [sys.executable, "-m", "benchmarks.step_worker", "--config", config, "--batch-size",
+                  str(cfg.batch_size), "--torch-threads", str(threads)]
+        runs = time_in_processes({m: [*worker, "--mode", m] for m in fast}, budget_s)
+        for mode, run in runs.items():
+            res["modes"][mode] = {**run["ready"], "step": summarize(run["times"]),
+                                  "rounds": run["rounds"], "calls_per_turn": run["calls_per_turn"]}
+    elif timing == "in-process":
+        jax_setup = S.jax_setup(cfg) if any(m.startswith("jax") for m in modes) else None
+        timed = {}
+        for mode in fast:
+            timed[mode], res["modes"][mode] = build_mode(cfg, mode, jax_setup)
+        # Interleaved rounds: the ratios between these modes come from the same stretch of machine time.
+        for mode, stat in (time_interleaved(timed, budget_s * len(timed), min_reps=5, max_reps=100)
+                           if timed else {}).items():
+            res["modes"][mode]["step"] = stat
+    else:
+        raise ValueError(f"timing must be 'processes' or 'in-process', got {timing!r}")
     if "torch_compile" in res["modes"]:
         m = res["modes"]["torch_compile"]
         m["compile_s"] = max(m["first_call_s"] - m["step"]["median"], 0.0)
-
-    if "jax_eager" in modes:
-        # Op-by-op: every primitive is dispatched (and, on first use, compiled)
-        # on its own. Seconds per step, 5-200x the others: timed on its own.
-        def eager():
-            with jax.disable_jit():
-                return step(*args)
-        t0 = time.perf_counter()
-        jax.block_until_ready(eager())
-        first = time.perf_counter() - t0
-        stat = time_calls(eager, eager_reps, warmup=0)
-        res["modes"]["jax_eager"] = {"step": stat, "first_call_s": first}
+    if "jax_eager" in modes:  # 5-200x the others' step: timed on its own, in this process
+        eager, res["modes"]["jax_eager"] = build_mode(cfg, "jax_eager")
+        res["modes"]["jax_eager"]["step"] = time_calls(eager, eager_reps, warmup=0)
 
     res["load_average_end"] = load_average()
     for m in res["modes"].values():
@@ -141,7 +171,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="tiny", help="tiny | small | resnet18")
     p.add_argument("--out", default="bench_out/step")
-    p.add_argument("--budget", type=float, default=10.0, help="timing seconds per mode; the modes are timed in interleaved rounds")
+    p.add_argument("--budget", type=float, default=10.0, help="timing seconds per mode; the modes take turns in rounds")
+    p.add_argument("--timing", choices=("processes", "in-process"), default="processes",
+                   help="each mode in its own process (default), or all in this one, interleaved")
     p.add_argument("--eager-reps", type=int, default=None, help="JAX eager repetitions")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--torch-threads", type=int, default=None,
@@ -154,7 +186,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bad = set(modes) - set(MODES)
     if bad:
         raise SystemExit(f"unknown modes {sorted(bad)}; known: {MODES}")
-    res = run_config(args.config, args.budget, args.eager_reps, modes, getattr(args, "torch_threads", None))
+    res = run_config(args.config, args.budget, args.eager_reps, modes, getattr(args, "torch_threads", None),
+                     getattr(args, "timing", "processes"))
     res["machine"] = machine_info()
     write_results(args.out, res)
     plot([res], Path(args.out) / "step_times.png")

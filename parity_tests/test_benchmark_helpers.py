@@ -56,3 +56,57 @@ def test_scaling_counts_collective_time_once_where_collectives_overlap(tmp_path)
     with gzip.open(tmp_path / "p" / "host.trace.json.gz", "wt") as f:
         json.dump({"traceEvents": events}, f)
     assert _collective_seconds(tmp_path) == pytest.approx(200e-6)
+
+
+# ---- benchmarks/mode_processes.py: the protocol with stand-in workers (a sleep, not a model) ----
+
+def _stand_in(log, fail: bool = False) -> list[str]:
+    """A worker whose step sleeps 2 ms and logs its (start, end) on the system-wide monotonic clock."""
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from benchmarks.mode_processes import serve
+def setup():
+    if {fail}:
+        raise SystemExit("no model called 'huge'")
+    log = open({str(log)!r}, "a")
+    def step():
+        t0 = time.monotonic()
+        time.sleep(0.002)
+        print("library chatter on stdout")  # must not get between the protocol's lines
+        log.write(f"{{t0}} {{time.monotonic()}}\\n")
+        log.flush()
+    return step, {{"compile_s": 0.5}}
+serve(setup)
+"""
+    return [sys.executable, "-c", code]
+
+
+def test_mode_processes_take_turns_and_never_overlap(tmp_path):
+    from benchmarks.mode_processes import time_in_processes
+
+    logs = {m: tmp_path / f"{m}.log" for m in ("a", "b", "c")}
+    runs = time_in_processes({m: _stand_in(log) for m, log in logs.items()}, budget_s=0, min_rounds=3,
+                             max_calls_per_turn=4)
+    spans = []
+    for mode, run in runs.items():
+        assert run["ready"] == {"compile_s": 0.5} and run["rounds"] == 3 and run["calls_per_turn"] == 4
+        assert len(run["times"]) == 12 and all(t >= 0.002 for t in run["times"])
+        # every call ran: 12 timed + 3 untimed (one per turn) + the probe turn's 1 + 1 untimed
+        lines = logs[mode].read_text().splitlines()
+        assert len(lines) == 12 + 3 + 2
+        spans += [(*map(float, line.split()), mode) for line in lines]
+    spans.sort()
+    for (_, end, m1), (start, _, m2) in zip(spans, spans[1:]):
+        assert end <= start, f"{m1} and {m2} ran at the same time"
+
+
+def test_a_worker_that_fails_is_named_with_its_error(tmp_path):
+    from benchmarks.mode_processes import time_in_processes
+
+    with pytest.raises(RuntimeError, match="(?s)worker 'b' exited with status 1.*no model called 'huge'"):
+        time_in_processes({"a": _stand_in(tmp_path / "a.log"), "b": _stand_in(tmp_path / "b.log", fail=True)},
+                          budget_s=0, min_rounds=1)
