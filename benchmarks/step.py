@@ -68,6 +68,8 @@ def run_config(config: str, budget_s: float = 10.0, eager_reps: int | None = Non
     (benchmarks/mode_processes.py); "in-process": all modes in this process, interleaved
     (timing.time_interleaved). JAX eager (seconds per step) is timed after the others, alone.
     """
+    if timing not in ("processes", "in-process"):
+        raise ValueError(f"timing must be 'processes' or 'in-process', got {timing!r}")
     cfg = config_for(config, batch_size)
     name = cfg.name
     threads = set_torch_threads(torch_threads)
@@ -85,7 +87,7 @@ def run_config(config: str, budget_s: float = 10.0, eager_reps: int | None = Non
         for mode, run in runs.items():
             res["modes"][mode] = {**run["ready"], "step": summarize(run["times"]),
                                   "rounds": run["rounds"], "calls_per_turn": run["calls_per_turn"]}
-    elif timing == "in-process":
+    else:
         jax_setup = S.jax_setup(cfg) if any(m.startswith("jax") for m in modes) else None
         timed = {}
         for mode in fast:
@@ -94,8 +96,6 @@ def run_config(config: str, budget_s: float = 10.0, eager_reps: int | None = Non
         for mode, stat in (time_interleaved(timed, budget_s * len(timed), min_reps=5, max_reps=100)
                            if timed else {}).items():
             res["modes"][mode]["step"] = stat
-    else:
-        raise ValueError(f"timing must be 'processes' or 'in-process', got {timing!r}")
     if "torch_compile" in res["modes"]:
         m = res["modes"]["torch_compile"]
         m["compile_s"] = max(m["first_call_s"] - m["step"]["median"], 0.0)
