@@ -12,8 +12,8 @@ them. Here every mode lives in its own worker process:
      it left went cold while the others ran) and `calls` timed ones, while
      every other worker blocks on its pipe, idle; the order rotates by one
      each round, so drift of the machine hits every mode alike;
-  3. between two turns the parent sleeps SETTLE_S, long enough for the
-     previous worker's spinning threads to go to sleep.
+  3. between two turns the parent sleeps SETTLE_S, meant to let the
+     previous worker's spinning threads go to sleep.
 
 Protocol (one JSON object per line): a worker prints {"ready": {...setup
 figures}} once set up, then answers each {"calls": n} on stdin with
@@ -31,7 +31,7 @@ import tempfile
 import time
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
-SETTLE_S = 0.2    # pause between turns (OpenMP and Eigen spin-wait for well under that)
+SETTLE_S = 0.2    # pause between turns: chosen long against thread spin-wait times, not measured
 TURN_S = 1.0      # aim of one turn's timed calls
 
 

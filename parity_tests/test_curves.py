@@ -45,7 +45,7 @@ def _optimizer(pair, name: str):
 
     if name == "adam":
         return multitask_port.optimizer_pair(pair, TINY, PARITY_OPTIMIZERS[name])
-    return multitask_port.replay_pair(PARITY_OPTIMIZERS[name], name)
+    return multitask_port.stock_optimizer_pair(PARITY_OPTIMIZERS[name], name)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from jaxmtl.config import TINY
 from jaxmtl.parity import replay
-from jaxmtl.parity.multitask_port import PARITY_OPTIMIZERS, curve_batches, replay_pair
+from jaxmtl.parity.multitask_port import PARITY_OPTIMIZERS, curve_batches, stock_optimizer_pair
 
 STEPS = 100
 SCALE = replay.REPLAY_SCALE
@@ -25,16 +25,16 @@ TOL = replay.REPLAY_TOLERANCE["float32"]
 @pytest.fixture(scope="module")
 def recorded(pairs):
     pair = pairs("float32")
-    grads = replay.record_gradients(pair, curve_batches(TINY, "float32", 0, STEPS), replay_pair(
+    grads = replay.record_gradients(pair, curve_batches(TINY, "float32", 0, STEPS), stock_optimizer_pair(
         PARITY_OPTIMIZERS["adam"], "adam"))
     return replay.parameters(pair), grads
 
 
 def _mutant(name: str, scale: float, jax_cfg: dict | None = None, patches: dict | None = None):
-    """replay_pair(name, scale) whose optax side is built with `jax_cfg` changes and `patches` active."""
+    """stock_optimizer_pair(name, scale) whose optax side is built with `jax_cfg` changes and `patches` active."""
     from jaxmtl.optim import make_optimizer
 
-    truth = replay_pair(PARITY_OPTIMIZERS[name], name, scale)
+    truth = stock_optimizer_pair(PARITY_OPTIMIZERS[name], name, scale)
     cfg = dataclasses.replace(PARITY_OPTIMIZERS[name], clip_norm=PARITY_OPTIMIZERS[name].clip_norm * scale,
                               **(jax_cfg or {}))
     with mock.patch.multiple("optax", **(patches or {})) if patches else mock.patch.dict({}):
@@ -46,7 +46,7 @@ def _mutant(name: str, scale: float, jax_cfg: dict | None = None, patches: dict 
 @pytest.mark.parametrize("scale", [1.0, SCALE])
 def test_the_unmutated_optimizers_replay_within_float32_rounding(recorded, name, scale):
     params, grads = recorded
-    run = replay.replay(params, grads, replay_pair(PARITY_OPTIMIZERS[name], name, scale), scale)
+    run = replay.replay(params, grads, stock_optimizer_pair(PARITY_OPTIMIZERS[name], name, scale), scale)
     assert len(run.per_step) == STEPS
     assert max(run.worst.values()) <= TOL, sorted(run.worst.items(), key=lambda kv: -kv[1])[:3]
     [check] = replay.replay_checks([run], "float32")

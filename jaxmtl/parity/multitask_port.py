@@ -96,9 +96,10 @@ def optimizer_pair(pair: PortPair, cfg: ModelConfig, ocfg: OptimConfig, name: st
                          jax_step=jax_step, torch_step=torch_step)
 
 
-def replay_pair(ocfg: OptimConfig, name: str, scale: float = 1.0) -> OptimizerPair:
-    """`ocfg` as torch.optim + clip_grad_norm_ and its optax chain, for `replay.replay`; `scale`
-    multiplies the clip threshold (the scaled replay multiplies the gradients alike)."""
+def stock_optimizer_pair(ocfg: OptimConfig, name: str, scale: float = 1.0) -> OptimizerPair:
+    """`ocfg` as stock torch.optim + clip_grad_norm_ and its optax chain, with no train step of
+    its own: the harness's default steps run it (training_run), or `replay.replay` does.
+    `scale` multiplies the clip threshold (the scaled replay multiplies the gradients alike)."""
     import dataclasses
 
     from torch_ref.optim import clip_and_norm, make_optimizer as torch_make_optimizer

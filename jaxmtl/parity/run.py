@@ -67,11 +67,11 @@ def _replay_checks(pair, train: list, optimizers: list, multitask_names: list[st
     """replay/<opt> (and, for the multi-task model's optimizers, replay/<opt>@<scale>): the
     gradients of the first optimizer's torch run replayed through each optimizer pair (replay.py)."""
     from jaxmtl.parity import replay
-    from jaxmtl.parity.multitask_port import PARITY_OPTIMIZERS, replay_pair
+    from jaxmtl.parity.multitask_port import PARITY_OPTIMIZERS, stock_optimizer_pair
 
     if multitask_names:  # the pairs with clipping outside the step, and their scaled twins
-        pairs = [(replay_pair(PARITY_OPTIMIZERS[n], n), 1.0) for n in multitask_names]
-        pairs += [(replay_pair(PARITY_OPTIMIZERS[n], f"{n}@{replay.REPLAY_SCALE:g}", replay.REPLAY_SCALE),
+        pairs = [(stock_optimizer_pair(PARITY_OPTIMIZERS[n], n), 1.0) for n in multitask_names]
+        pairs += [(stock_optimizer_pair(PARITY_OPTIMIZERS[n], f"{n}@{replay.REPLAY_SCALE:g}", replay.REPLAY_SCALE),
                    replay.REPLAY_SCALE) for n in multitask_names]
     else:  # a pair's own train steps may hold more than torch_fn + torch_before_step: not replayed
         pairs = [(opt, 1.0) for opt in optimizers if opt.torch_step is None and opt.jax_step is None]
