@@ -18,7 +18,20 @@ import jax.numpy as jnp
 import numpy as np
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
-H_GRID = 10.0 ** np.linspace(-14, 0, 57)   # 4 points per decade
+
+
+def decade_grid(lo: int, hi: int, per_decade: int) -> np.ndarray:
+    """10**e for e from lo to hi in steps of 1/per_decade, each correctly rounded to float64.
+
+    Not `10.0 ** np.linspace(...)`: numpy's vectorised power differs in the last bit between
+    CPUs (its AVX-512 kernels are not correctly rounded), and so would every page built on it."""
+    getcontext().prec = 50
+    steps = (hi - lo) * per_decade
+    return np.array([float(Decimal(10) ** (Decimal(lo) + Decimal(i) / per_decade)) for i in range(steps + 1)])
+
+
+H_GRID = decade_grid(-14, 0, 4)
+SQRT_X_GRID = decade_grid(0, 10, 4)        # sqrt_cancellation's x: 1 to 1e10
 X_GRID = np.linspace(0.5, 1.5, 64)         # the error is the median over these x
 
 
@@ -32,7 +45,7 @@ def central_difference(f, x, h):
     return (f(x + h) - f(x - h)) / (2 * h)
 
 
-def _slope(h, err, lo, hi) -> float:
+def slope(h, err, lo, hi) -> float:
     """Least-squares slope of log10(err) vs log10(h) for lo <= h <= hi."""
     m = (h >= lo) & (h <= hi) & (err > 0)
     return float(np.polyfit(np.log10(h[m]), np.log10(err[m]), 1)[0])
@@ -54,8 +67,8 @@ def fd_error_vs_h() -> dict:
         ad = np.asarray(jax.vmap(jax.grad(jnp.exp))(jnp.asarray(X_GRID, dtype)), np.float64)
         out.update({f"err_{name}": err, f"eps_{name}": eps, f"h_opt_{name}": h_opt,
                     f"eps_cbrt_{name}": eps ** (1 / 3), f"min_err_{name}": float(err.min()),
-                    f"slope_truncation_{name}": _slope(H_GRID, err, 30 * h_opt, 0.3),
-                    f"slope_rounding_{name}": _slope(H_GRID, err, h_opt * 1e-4, h_opt / 30),
+                    f"slope_truncation_{name}": slope(H_GRID, err, 30 * h_opt, 0.3),
+                    f"slope_rounding_{name}": slope(H_GRID, err, h_opt * 1e-4, h_opt / 30),
                     f"autodiff_err_{name}": float(np.median(np.abs(ad - exact) / exact))})
     return out
 
@@ -75,7 +88,7 @@ def exp_at_20() -> dict:
     return out
 
 
-def _sqrt_reference(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sqrt_reference(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """sqrt(x^2+1) - x and its derivative -1/(sqrt(x^2+1) (sqrt(x^2+1) + x)) in 50-digit decimals."""
     getcontext().prec = 50
     vals, ders = [], []
@@ -103,8 +116,8 @@ def sqrt_cancellation() -> dict:
     program as written; the cure is rewriting the function (the stable form).
     """
     _need_x64()
-    xs = 10.0 ** np.linspace(0, 10, 41)
-    ref_val, ref_der = _sqrt_reference(xs)
+    xs = SQRT_X_GRID
+    ref_val, ref_der = sqrt_reference(xs)
     x = jnp.asarray(xs, jnp.float64)
     rel = lambda a, ref: np.abs(np.asarray(a, np.float64) - ref) / np.abs(ref)  # noqa: E731
     return {"x": xs,

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import torch
 
-from jaxmtl.tutorials.numerical import H_GRID, X_GRID, _slope, _sqrt_reference
+from jaxmtl.tutorials.numerical import H_GRID, SQRT_X_GRID, X_GRID, slope, sqrt_reference
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -33,8 +33,8 @@ def fd_error_vs_h() -> dict:
         ad = _autograd(torch.exp, torch.tensor(X_GRID, dtype=dtype))
         out.update({f"err_{name}": err, f"eps_{name}": eps, f"h_opt_{name}": h_opt,
                     f"eps_cbrt_{name}": eps ** (1 / 3), f"min_err_{name}": float(err.min()),
-                    f"slope_truncation_{name}": _slope(H_GRID, err, 30 * h_opt, 0.3),
-                    f"slope_rounding_{name}": _slope(H_GRID, err, h_opt * 1e-4, h_opt / 30),
+                    f"slope_truncation_{name}": slope(H_GRID, err, 30 * h_opt, 0.3),
+                    f"slope_rounding_{name}": slope(H_GRID, err, h_opt * 1e-4, h_opt / 30),
                     f"autodiff_err_{name}": float(np.median(np.abs(ad - exact) / exact))})
     return out
 
@@ -56,8 +56,8 @@ def exp_at_20() -> dict:
 
 def sqrt_cancellation() -> dict:
     """Cancellation: sqrt(x^2 + 1) - x and its derivative at large x, naive vs stable form, float64."""
-    xs = 10.0 ** np.linspace(0, 10, 41)
-    ref_val, ref_der = _sqrt_reference(xs)
+    xs = SQRT_X_GRID
+    ref_val, ref_der = sqrt_reference(xs)
     x = torch.tensor(xs, dtype=torch.float64)
     naive = lambda x: torch.sqrt(x * x + 1) - x  # noqa: E731
     stable = lambda x: 1 / (torch.sqrt(x * x + 1) + x)  # noqa: E731
