@@ -92,7 +92,8 @@ MEANING = {
     "params_after/": "parameters after N optimizer steps",
     "batch_stats_after/": "BatchNorm statistics after N optimizer steps",
     "replay/": "optimizers alone: parameters after every step of one recorded gradient sequence",
-    "envelope/": "float32: distance to torch float64, per step, as a share of k x torch float32's own (<= 1 passes)",
+    "envelope/": "float32: distance to torch float64, per step, as a share of k x torch float32's own, "
+                 "and this optimizer's replays as a share of their tolerance (<= 1 passes)",
 }
 
 

@@ -63,7 +63,7 @@ def _check_pair_name(name: str) -> None:
         raise ValueError(f"--pair must look like package.module:function, got {name!r}")
 
 
-def _replay_checks(pair, train: list, optimizers: list, multitask_names: list[str], dtype: str) -> list[Check]:
+def _replays(pair, train: list, optimizers: list, multitask_names: list[str]) -> list:
     """replay/<opt> (and, for the multi-task model's optimizers, replay/<opt>@<scale>): the
     gradients of the first optimizer's torch run replayed through each optimizer pair (replay.py)."""
     from jaxmtl.parity import replay
@@ -79,7 +79,7 @@ def _replay_checks(pair, train: list, optimizers: list, multitask_names: list[st
             return []
     grads = replay.record_gradients(pair, train, pairs[0][0])
     params = replay.parameters(pair)
-    return replay.replay_checks([replay.replay(params, grads, opt, scale) for opt, scale in pairs], dtype)
+    return [replay.replay(params, grads, opt, scale) for opt, scale in pairs]
 
 
 def write_parity_json(path: Path, config: str, dtype: str, checks: list[Check], **extra) -> dict:
@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     from jaxmtl.parity import envelope, harness, localize, multitask_port
     from jaxmtl.parity.curves import COMPARE_STEPS, curve_checks, plot_curves
+    from jaxmtl.parity.replay import replay_checks
     from jaxmtl.parity.report import failure_lines, write_report
 
     checks: list[Check] = []
@@ -170,12 +171,12 @@ def run(args: argparse.Namespace) -> int:
     for opt in optimizers:
         runs.append(harness.training_run(pair, train, opt, COMPARE_STEPS[args.dtype]))
         _emit(checks, curve_checks(runs[-1], args.dtype))
-    if optimizers:
-        _emit(checks, _replay_checks(pair, train, optimizers, curve_optimizers, args.dtype))
+    replays = _replays(pair, train, optimizers, curve_optimizers) if optimizers else []
+    _emit(checks, replay_checks(replays, args.dtype))
     envelopes = []
     if optimizers and args.dtype == "float32":  # float64 is compared step by step to 1e-8 instead
         for opt in optimizers:
-            envelopes.append(envelope.envelope_run(pair, train, opt))
+            envelopes.append(envelope.envelope_run(pair, train, opt, replays=envelope.replays_of(opt.name, replays)))
             _emit(checks, [envelope.envelope_check(envelopes[-1])])
             print(f"parity: {envelope.describe(envelopes[-1])}", file=sys.stderr)
     if runs:
