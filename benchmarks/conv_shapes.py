@@ -25,7 +25,7 @@ from jax import lax
 
 from benchmarks.timing import aot_compile, machine_info, time_budgeted, time_interleaved, write_results
 from jaxmtl.config import ModelConfig, get_config
-from jaxmtl.nn.conv import cpu_plan
+from jaxmtl.nn.conv_plan import ConvShape, rule_plan
 from jaxmtl.nn.conv_impl import FORMULATIONS, conv_by, formulations_for, out_size, shifted
 from jaxmtl.nn.pooling import max_pool2d
 
@@ -87,8 +87,8 @@ def measure_shape(shape: dict[str, Any], budget_s: float, dtype=jnp.float32) -> 
             times[method] = time_budgeted(lambda: compiled(*args), budget_s)
         row[direction] = times
         row[f"{direction}_winner"] = min(times, key=lambda m: times[m]["median"])
-    plan = cpu_plan(shape["n"], shape["h"], shape["h"], shape["cin"], shape["cout"],
-                    shape["k"], shape["stride"], shape["pad"])
+    plan = rule_plan(ConvShape(shape["n"], shape["h"], shape["h"], shape["cin"], shape["cout"],
+                               shape["k"], shape["stride"], shape["pad"], jnp.dtype(dtype).name))
     row["plan"] = list(plan)
     row["plan_agrees"] = [plan[i] == row[f"{d}_winner"] for i, d in enumerate(DIRECTIONS)]
     # Time lost by the plan against the per-direction winner (seconds, per layer).

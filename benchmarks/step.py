@@ -1,9 +1,15 @@
-"""Training step per mode (JAX jit / JAX eager / torch eager / torch.compile / torch.func) for one config."""
+"""Training step per mode (JAX jit / JAX jit on the fallback conv rule / JAX eager / torch eager /
+torch.compile / torch.func) for one config.
+
+jax_jit compiles with the conv plan measured on this machine (jaxmtl/nn/conv_plan.py; measured
+during its setup if the cache has no entry yet, which is part of its compile_s then);
+jax_jit_rule is the same step on the hand-written fallback rule (JAXMTL_CONV_PLAN=rule)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +23,7 @@ from benchmarks.timing import (aot_compile, fmt_ms, load_average, machine_info, 
                                time_calls, time_interleaved, write_results)
 from jaxmtl.config import ModelConfig, get_config
 
-MODES = ("jax_jit", "jax_eager", "torch_eager", "torch_compile", "torch_func")
+MODES = ("jax_jit", "jax_jit_rule", "jax_eager", "torch_eager", "torch_compile", "torch_func")
 
 
 def build_mode(cfg: ModelConfig, mode: str, jax_setup: tuple | None = None) -> tuple[Callable[[], Any], dict]:
@@ -26,10 +32,20 @@ def build_mode(cfg: ModelConfig, mode: str, jax_setup: tuple | None = None) -> t
     `jax_setup`: steps_impl.jax_setup(cfg), to share one initialised model between JAX modes.
     """
     if mode.startswith("jax"):
+        from jaxmtl.nn import conv_plan
+
         step, args = jax_setup or S.jax_setup(cfg)
-        if mode == "jax_jit":
-            compiled, compile_s = aot_compile(step, *args)
-            return (lambda: compiled(*args)), {"compile_s": compile_s}
+        if mode in ("jax_jit", "jax_jit_rule"):
+            before = os.environ.get("JAXMTL_CONV_PLAN")
+            if mode == "jax_jit_rule":
+                os.environ["JAXMTL_CONV_PLAN"] = "rule"
+            try:
+                conv_plan.forget_plans()
+                compiled, compile_s = aot_compile(step, *args)
+            finally:
+                if mode == "jax_jit_rule":
+                    os.environ.pop("JAXMTL_CONV_PLAN") if before is None else os.environ.update(JAXMTL_CONV_PLAN=before)
+            return (lambda: compiled(*args)), {"compile_s": compile_s, "conv_plans": conv_plan.used_plans()}
 
         # Op-by-op: every primitive is dispatched (and, on first use, compiled) on its own.
         def eager():
@@ -119,7 +135,7 @@ def speedups(modes: dict[str, Any]) -> dict[str, float | None]:
         return {}
     jit = modes["jax_jit"]["step"]["median"]
     return {f"jit_vs_{m}": (modes[m]["step"]["median"] / jit if m in modes else None)
-            for m in ("jax_eager", "torch_eager", "torch_compile", "torch_func")}
+            for m in ("jax_jit_rule", "jax_eager", "torch_eager", "torch_compile", "torch_func")}
 
 
 def break_even(modes: dict[str, Any]) -> dict[str, float | None]:
@@ -137,12 +153,13 @@ def break_even(modes: dict[str, Any]) -> dict[str, float | None]:
 
 def print_rows(results: list[dict[str, Any]]) -> None:
     print(f"{'config':9}" + "".join(f"{m + ' ms':>17}" for m in MODES)
-          + f"{'jit compile s':>14}{'vs torch':>9}{'vs compile':>11}{'vs eager':>9}{'break-even':>11}")
+          + f"{'jit compile s':>14}{'vs rule':>8}{'vs torch':>9}{'vs compile':>11}{'vs eager':>9}{'break-even':>11}")
     for r in results:
         m, sp, be = r["modes"], r["speedups"], r["break_even_steps"]
         f = lambda v: "-" if v is None else f"{v:.2f}"
         print(f"{r['config']:9}" + "".join(f"{fmt_ms(m.get(k, {}).get('step')):>17}" for k in MODES)
-              + f"{m.get('jax_jit', {}).get('compile_s', 0):14.1f}{f(sp.get('jit_vs_torch_eager')):>9}"
+              + f"{m.get('jax_jit', {}).get('compile_s', 0):14.1f}{f(sp.get('jit_vs_jax_jit_rule')):>8}"
+              + f"{f(sp.get('jit_vs_torch_eager')):>9}"
               + f"{f(sp.get('jit_vs_torch_compile')):>11}{f(sp.get('jit_vs_jax_eager')):>9}"
               + f"{f(be.get('vs_jax_eager')):>11}")
 

@@ -1,4 +1,4 @@
-"""`jaxmtl train | parity | tutorials | convert`: a thin dispatcher.
+"""`jaxmtl train | parity | tutorials | convert | conv-plans`: a thin dispatcher.
 
 Each subcommand lives in its own module exposing `add_arguments(parser)` and
 `run(args) -> int` (the exit status); a module is imported only when its
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "parity": ("jaxmtl.parity.run", "compare the JAX port with the torch reference; write parity.json"),
     "tutorials": ("jaxmtl.tutorials.run", "the autodiff study: PyTorch and JAX programs side by side, run and compared"),
     "convert": ("jaxmtl.parity.convert_cli", "torch checkpoint <-> JAX checkpoint (safetensors, npz, orbax)"),
+    "conv-plans": ("jaxmtl.nn.conv_plan", "measure the CPU conv plans of a config now and cache them"),
 }
 
 

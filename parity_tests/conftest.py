@@ -7,10 +7,16 @@ output has the requested dtype, so no silent promotion goes unnoticed.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+# The hand-written conv plan for the whole suite and its subprocesses: no test compiles a
+# measured plan it did not ask for (timing-dependent, and slow to measure). Every formulation
+# has its own float64 test (test_fast_conv.py); measuring and the cache: test_conv_plan.py.
+os.environ["JAXMTL_CONV_PLAN"] = "rule"
 
 from jaxmtl.config import TINY  # noqa: E402
 

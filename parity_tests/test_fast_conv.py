@@ -16,6 +16,7 @@ from jax import lax
 
 import jaxmtl.nn.conv as conv_mod
 from jaxmtl.config import CONFIGS
+from jaxmtl.nn.conv_plan import ConvShape, Plan, rule_plan
 from jaxmtl.nn.conv_impl import conv2d_fast, conv_by, formulations_for, out_size, shifted
 from jaxmtl.trees import rel_err
 
@@ -127,12 +128,13 @@ def test_gradient_wrt_one_argument_only():
     assert rel_err(np.asarray(grads[0]), np.asarray(grads[1])) < RTOL
 
 
-def test_cpu_plan_names_known_formulations_for_every_model_shape():
+def test_rule_plan_names_known_formulations_for_every_model_shape():
     from benchmarks.conv_shapes import conv_shapes
 
     for cfg in CONFIGS.values():
         for s in conv_shapes(cfg):
-            plan = conv_mod.cpu_plan(s["n"], s["h"], s["h"], s["cin"], s["cout"], s["k"], s["stride"], s["pad"])
+            plan = rule_plan(ConvShape(s["n"], s["h"], s["h"], s["cin"], s["cout"], s["k"], s["stride"], s["pad"],
+                                       "float32"))
             ho = out_size(s["h"], s["k"], s["stride"], s["pad"])
             assert len(plan) == 3 and set(plan) <= set(formulations_for(s["stride"], ho * ho)), (s, plan)
 
@@ -141,7 +143,7 @@ def test_conv2d_seam_uses_plan_and_matches_reference(monkeypatch):
     """conv2d (the function Conv2d calls) goes through the plan on CPU, with the same values."""
     x, w = _data(3, 6)
     seen = []
-    monkeypatch.setattr(conv_mod, "cpu_plan", lambda *a: seen.append(a) or ("shift", "im2col", "shift"))
+    monkeypatch.setattr(conv_mod, "plan_for", lambda shape: seen.append(shape) or Plan("shift", "im2col", "shift"))
     y = conv_mod.conv2d(x, w, 2, 1)
-    assert seen == [(2, 6, 6, 3, 5, 3, 2, 1)]
+    assert seen == [ConvShape(2, 6, 6, 3, 5, 3, 2, 1, "float64")]
     assert rel_err(np.asarray(y), np.asarray(reference(x, w, 2, 1))) < RTOL

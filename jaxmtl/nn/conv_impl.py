@@ -15,11 +15,9 @@ instead as one large matmul over patches built from shifted strided slices:
 or, for stride 2, as a stride-1 conv on space-to-depth blocks ("s2d"), or as
 XLA's conv on chunks of the batch ("xla16", for dW), or, on maps of a few
 pixels, as one matmul per tap over the pixel pairs it joins ("pairs") or
-one matmul with the whole conv as a matrix ("dense"). conv.cpu_plan picks
-among them per shape; with XLA's Eigen convolutions it uses xla, xla16,
-im2col, s2d, pairs and dense, while shift and im2colT stay as the
-candidates benchmarks/conv_shapes.py measures against them (they won under
-YNNPACK).
+one matmul with the whole conv as a matrix ("dense"). conv_plan.plan_for picks
+among them per shape and direction, by measurement on the machine or by
+its fallback rule.
 All formulations compute the same mathematical function, only the summation
 order differs (float64 agrees with lax.conv_general_dilated to ~1e-15).
 `conv2d_fast` is a `jax.custom_jvp`: its tangent rule is linear in
