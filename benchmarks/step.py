@@ -3,7 +3,9 @@ torch.compile / torch.func) for one config.
 
 jax_jit compiles with the conv plan measured on this machine (jaxmtl/nn/conv_plan.py; measured
 during its setup if the cache has no entry yet, which is part of its compile_s then);
-jax_jit_rule is the same step on the hand-written fallback rule (JAXMTL_CONV_PLAN=rule)."""
+jax_jit_rule is the same step on the hand-written fallback rule (JAXMTL_CONV_PLAN=rule).
+The *_bf16 modes compute in bfloat16 with float32 parameters and optimizer state: JAX with every
+layer in bf16 (steps_impl.jax_train_step), torch eager under torch.autocast("cpu", bfloat16)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from benchmarks.timing import (aot_compile, fmt_ms, load_average, machine_info, 
                                time_calls, time_interleaved, write_results)
 from jaxmtl.config import ModelConfig, get_config
 
-MODES = ("jax_jit", "jax_jit_rule", "jax_eager", "torch_eager", "torch_compile", "torch_func")
+MODES = ("jax_jit", "jax_jit_rule", "jax_eager", "torch_eager", "torch_compile", "torch_func",
+         "jax_jit_bf16", "torch_eager_bf16")
 
 
 def build_mode(cfg: ModelConfig, mode: str, jax_setup: tuple | None = None) -> tuple[Callable[[], Any], dict]:
@@ -34,6 +37,10 @@ def build_mode(cfg: ModelConfig, mode: str, jax_setup: tuple | None = None) -> t
     if mode.startswith("jax"):
         from jaxmtl.nn import conv_plan
 
+        if mode == "jax_jit_bf16":
+            step, args = S.jax_setup(cfg, compute_dtype=jax.numpy.bfloat16)
+            compiled, compile_s = aot_compile(step, *args)
+            return (lambda: compiled(*args)), {"compile_s": compile_s}
         step, args = jax_setup or S.jax_setup(cfg)
         if mode in ("jax_jit", "jax_jit_rule"):
             before = os.environ.get("JAXMTL_CONV_PLAN")
@@ -60,6 +67,8 @@ def build_mode(cfg: ModelConfig, mode: str, jax_setup: tuple | None = None) -> t
         return S.torch_func_step(cfg, S.torch_setup(cfg)), {}
     if mode == "torch_eager":
         return S.torch_eager_step(cfg, S.torch_setup(cfg)), {}
+    if mode == "torch_eager_bf16":
+        return S.torch_eager_step(cfg, S.torch_setup(cfg), autocast_dtype=torch.bfloat16), {}
     torch._dynamo.reset()
     fn = S.torch_eager_step(cfg, S.torch_setup(cfg), compiled=True)
     t0 = time.perf_counter()
@@ -130,12 +139,17 @@ def run_config(config: str, budget_s: float = 10.0, eager_reps: int | None = Non
 
 
 def speedups(modes: dict[str, Any]) -> dict[str, float | None]:
-    """Other mode's median step / JAX jit's (> 1: JAX jit faster)."""
-    if "jax_jit" not in modes:
+    """Other mode's median step / JAX jit's (> 1: JAX jit faster); bf16 JAX jit against bf16 torch eager."""
+    def ratio(other: str, jit: str) -> float | None:
+        if other not in modes or jit not in modes:
+            return None
+        return modes[other]["step"]["median"] / modes[jit]["step"]["median"]
+
+    if "jax_jit" not in modes and "jax_jit_bf16" not in modes:
         return {}
-    jit = modes["jax_jit"]["step"]["median"]
-    return {f"jit_vs_{m}": (modes[m]["step"]["median"] / jit if m in modes else None)
-            for m in ("jax_jit_rule", "jax_eager", "torch_eager", "torch_compile", "torch_func")}
+    return {**{f"jit_vs_{m}": ratio(m, "jax_jit")
+               for m in ("jax_jit_rule", "jax_eager", "torch_eager", "torch_compile", "torch_func")},
+            "jit_bf16_vs_torch_eager_bf16": ratio("torch_eager_bf16", "jax_jit_bf16")}
 
 
 def break_even(modes: dict[str, Any]) -> dict[str, float | None]:
@@ -152,12 +166,12 @@ def break_even(modes: dict[str, Any]) -> dict[str, float | None]:
 
 
 def print_rows(results: list[dict[str, Any]]) -> None:
-    print(f"{'config':9}" + "".join(f"{m + ' ms':>17}" for m in MODES)
+    print(f"{'config':9}" + "".join(f"{m + ' ms':>19}" for m in MODES)
           + f"{'jit compile s':>14}{'vs rule':>8}{'vs torch':>9}{'vs compile':>11}{'vs eager':>9}{'break-even':>11}")
     for r in results:
         m, sp, be = r["modes"], r["speedups"], r["break_even_steps"]
         f = lambda v: "-" if v is None else f"{v:.2f}"
-        print(f"{r['config']:9}" + "".join(f"{fmt_ms(m.get(k, {}).get('step')):>17}" for k in MODES)
+        print(f"{r['config']:9}" + "".join(f"{fmt_ms(m.get(k, {}).get('step')):>19}" for k in MODES)
               + f"{m.get('jax_jit', {}).get('compile_s', 0):14.1f}{f(sp.get('jit_vs_jax_jit_rule')):>8}"
               + f"{f(sp.get('jit_vs_torch_eager')):>9}"
               + f"{f(sp.get('jit_vs_torch_compile')):>11}{f(sp.get('jit_vs_jax_eager')):>9}"

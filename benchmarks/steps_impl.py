@@ -24,25 +24,44 @@ from jaxmtl.config import ModelConfig
 LR, MOMENTUM = 0.01, 0.9
 
 
-def jax_train_step(graphdef, cfg: ModelConfig, opt: optax.GradientTransformation) -> Callable:
-    """(params, batch_stats, opt_state, batch) -> (params, batch_stats, opt_state, loss)."""
+def _cast(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def jax_train_step(graphdef, cfg: ModelConfig, opt: optax.GradientTransformation,
+                   compute_dtype=None) -> Callable:
+    """(params, batch_stats, opt_state, batch) -> (params, batch_stats, opt_state, loss).
+
+    `compute_dtype` (e.g. bfloat16): mixed precision as torch.autocast does it on the CPU in
+    spirit: parameters, optimizer state and BatchNorm statistics stay float32; the forward
+    and backward run in `compute_dtype` (parameters, images and dyn cast on entry, the loss
+    against float32 targets, so its reduction is float32). Unlike autocast, every layer runs
+    in `compute_dtype`, BatchNorm and the GRU included."""
+
+    def loss_fn(params, batch_stats, batch):
+        if compute_dtype is None:
+            return F.loss_fn(params, batch_stats, batch, graphdef, cfg)
+        low = batch._replace(images=batch.images.astype(compute_dtype), dyn=batch.dyn.astype(compute_dtype))
+        loss, (parts, stats, out) = F.loss_fn(_cast(params, compute_dtype), _cast(batch_stats, compute_dtype),
+                                              low, graphdef, cfg)
+        return loss.astype(jnp.float32), (parts, _cast(stats, jnp.float32), out)
 
     def step(params, batch_stats, opt_state, batch):
-        (loss, (_, new_stats, _)), grads = jax.value_and_grad(F.loss_fn, has_aux=True)(
-            params, batch_stats, batch, graphdef, cfg)
+        (loss, (_, new_stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, batch)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_stats, opt_state, loss
 
     return step
 
 
-def jax_setup(cfg: ModelConfig, seed: int = 0, model_fn=None) -> tuple[Callable, tuple]:
-    """(step function, its arguments) for the config, float32, random batch."""
+def jax_setup(cfg: ModelConfig, seed: int = 0, model_fn=None, compute_dtype=None) -> tuple[Callable, tuple]:
+    """(step function, its arguments) for the config, float32 state, random batch; `compute_dtype`
+    as in jax_train_step."""
     model = (model_fn or F.init_model)(cfg, seed)
     graphdef, params, stats = F.split_model(model)
     opt = optax.sgd(LR, momentum=MOMENTUM)
     batch = Batch(*(jnp.asarray(a) for a in random_batch(cfg, seed)))
-    return jax_train_step(graphdef, cfg, opt), (params, stats, opt.init(params), batch)
+    return jax_train_step(graphdef, cfg, opt, compute_dtype), (params, stats, opt.init(params), batch)
 
 
 def torch_setup(cfg: ModelConfig, seed: int = 0) -> dict[str, Any]:
@@ -64,9 +83,14 @@ def torch_setup(cfg: ModelConfig, seed: int = 0) -> dict[str, Any]:
     }
 
 
-def torch_eager_step(cfg: ModelConfig, t: dict[str, Any], compiled: bool = False) -> Callable[[], Any]:
+def torch_eager_step(cfg: ModelConfig, t: dict[str, Any], compiled: bool = False,
+                     autocast_dtype=None) -> Callable[[], Any]:
     """Stock PyTorch: zero_grad, forward, loss, backward, optimizer.step. `compiled`: torch.compile
-    (inductor) on forward+loss; backward goes through AOTAutograd's compiled graph."""
+    (inductor) on forward+loss; backward goes through AOTAutograd's compiled graph.
+    `autocast_dtype` (e.g. torch.bfloat16): forward and loss under torch.autocast("cpu"), which
+    runs convs, matmuls and the GRU in that dtype and keeps BatchNorm and the losses in float32."""
+    import contextlib
+
     import torch
 
     from torch_ref.losses import multitask_loss
@@ -74,7 +98,8 @@ def torch_eager_step(cfg: ModelConfig, t: dict[str, Any], compiled: bool = False
     model, opt = t["model"], t["opt"]
 
     def fwd_loss(x, dyn, pose, vel, label):
-        return multitask_loss(model(x, dyn), pose, vel, label, cfg)[0]
+        with (torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()):
+            return multitask_loss(model(x, dyn), pose, vel, label, cfg)[0]
 
     if compiled:
         fwd_loss = torch.compile(fwd_loss, backend="inductor")
