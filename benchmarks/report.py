@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-MODES = ("jax_jit", "jax_jit_rule", "jax_eager", "torch_eager", "torch_compile", "torch_func")
+MODES = ("jax_jit", "jax_jit_rule", "jax_eager", "torch_eager", "torch_compile", "torch_func", "jax_jit_bf16",
+         "torch_eager_bf16")
 
 
 # What each variant of convshapes' max-pool study is, by its key in results.json.
@@ -56,7 +57,7 @@ def markdown(out: Path) -> str:
                   f"load average at start {m.get('load_average')}; wall time {top.get('wall_s', 0) / 60:.1f} min.", ""]
     steps = [r for r in (_load(out / "step" / c / "results.json") for c in ("tiny", "small", "resnet18")) if r]
     if steps:
-        lines += _table("Training step (float32; median ms (min-max, reps))",
+        lines += _table("Training step (float32, the *_bf16 modes bfloat16 compute; median ms (min-max, reps))",
                         ["config", *MODES, "jit compile s", "torch.compile compile s"],
                         [[r["config"], *(_ms(r["modes"].get(k, {}).get("step")) for k in MODES),
                           f"{r['modes'].get('jax_jit', {}).get('compile_s', 0):.1f}",
