@@ -47,6 +47,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -154,6 +155,7 @@ def cache_dir() -> Path:
     return Path(base) / "jaxmtl"
 
 
+@functools.lru_cache(maxsize=1)
 def machine_key() -> dict[str, str]:
     """What a measured plan depends on besides the shape: CPU, cores, library versions, compiler options."""
     import importlib.metadata as md
@@ -187,7 +189,7 @@ def cache_path() -> Path:
     return cache_dir() / f"conv_plans-{digest}.json"
 
 
-def _valid_entry(key: str, entry) -> bool:
+def _valid_entry(entry) -> bool:
     plan = entry.get("plan") if isinstance(entry, dict) else None
     return isinstance(plan, list) and len(plan) == 3 and all(p in FORMULATIONS for p in plan)
 
@@ -204,7 +206,7 @@ def read_cache(path: Path) -> dict[str, dict]:
             raise ValueError(f"not a format-{CACHE_FORMAT} conv plan cache")
         if doc.get("machine") != machine_key():
             raise ValueError("written for another machine or library version")
-        bad = [k for k, e in doc["plans"].items() if not _valid_entry(k, e)]
+        bad = [k for k, e in doc["plans"].items() if not _valid_entry(e)]
         if bad:
             raise ValueError(f"invalid entries {bad[:3]}")
     except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
