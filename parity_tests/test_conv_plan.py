@@ -102,6 +102,15 @@ def test_a_corrupt_cache_is_ignored_with_a_warning_and_rewritten(planner, monkey
         assert CP.read_cache(path)[SHAPE.key()]["plan"] == list(plan)
 
 
+def test_a_cached_plan_that_does_not_apply_to_its_shape_is_re_measured(planner, monkeypatch):
+    """"pairs" exists, but only for maps of <= 4 output pixels (a hand-edited or mis-keyed file)."""
+    monkeypatch.setenv("JAXMTL_CONV_PLAN", "measure")
+    CP.write_entry(CP.cache_path(), SHAPE.key(), {"plan": ["pairs", "xla", "xla"]})
+    with pytest.warns(RuntimeWarning, match="not every formulation applies"):
+        plan = CP.plan_for(SHAPE)
+    assert planner == [SHAPE] and set(plan) <= set(SHAPE.candidates())
+
+
 def _write_many(path: str, prefix: str, n: int, start_at: float) -> None:
     import time
     from pathlib import Path

@@ -350,6 +350,11 @@ def plan_for(shape: ConvShape) -> Plan:
     if known is not None:
         return known.plan
     entry = read_cache(path).get(shape.key())
+    if entry is not None and not set(entry["plan"]) <= set(shape.candidates()):
+        warnings.warn(f"ignoring the conv plan {entry['plan']} for {shape.key()} in {path}: not every "
+                      f"formulation applies to this shape (candidates {shape.candidates()})",
+                      RuntimeWarning, stacklevel=2)
+        entry = None
     if entry is not None:
         used = UsedPlan(shape, Plan(*entry["plan"]), "cache")
     elif m == "cached" or jax.process_count() > 1:
