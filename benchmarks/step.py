@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+from unittest import mock
 
 import jax
 
@@ -43,15 +44,9 @@ def build_mode(cfg: ModelConfig, mode: str, jax_setup: tuple | None = None) -> t
             return (lambda: compiled(*args)), {"compile_s": compile_s}
         step, args = jax_setup or S.jax_setup(cfg)
         if mode in ("jax_jit", "jax_jit_rule"):
-            before = os.environ.get("JAXMTL_CONV_PLAN")
-            if mode == "jax_jit_rule":
-                os.environ["JAXMTL_CONV_PLAN"] = "rule"
-            try:
-                conv_plan.forget_plans()
+            conv_plan.forget_plans()
+            with mock.patch.dict(os.environ, {"JAXMTL_CONV_PLAN": "rule"} if mode == "jax_jit_rule" else {}):
                 compiled, compile_s = aot_compile(step, *args)
-            finally:
-                if mode == "jax_jit_rule":
-                    os.environ.pop("JAXMTL_CONV_PLAN") if before is None else os.environ.update(JAXMTL_CONV_PLAN=before)
             return (lambda: compiled(*args)), {"compile_s": compile_s, "conv_plans": conv_plan.used_plans()}
 
         # Op-by-op: every primitive is dispatched (and, on first use, compiled) on its own.
