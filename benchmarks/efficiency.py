@@ -1,4 +1,5 @@
-"""Analytic FLOPs per training step, the measured matmul ceiling, and each mode's fraction of it."""
+"""Analytic FLOPs per training step, the measured float32 and bfloat16 matmul ceilings, and each
+mode's fraction of both (a float32 mode against the bf16 ceiling: what bf16 units would offer)."""
 
 from __future__ import annotations
 
@@ -38,16 +39,21 @@ def analytic_flops(cfg: ModelConfig) -> dict[str, float]:
             "forward": fwd, "total": fwd + conv_bwd + 2 * dense}
 
 
-def matmul_ceiling(n: int = 2048, budget_s: float = 3.0) -> dict[str, Any]:
-    """GFLOP/s of a large float32 matmul under jit (and in torch), this run, this machine."""
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+CEILING_DTYPES = ("float32", "bfloat16")
+
+
+def matmul_ceiling(n: int = 2048, budget_s: float = 3.0, dtype: str = "float32") -> dict[str, Any]:
+    """GFLOP/s of a large `dtype` matmul under jit (and in torch), this run, this machine; the
+    ceiling is the faster of the two."""
+    x = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a = jnp.asarray(x, dtype)
     compiled, _ = aot_compile(jnp.dot, a, a)
     stat = time_budgeted(lambda: compiled(a, a), budget_s, min_reps=5)
-    out = {"n": n, "jax_step": stat, "jax_gflops": 2 * n ** 3 / stat["median"] / 1e9}
+    out = {"n": n, "dtype": dtype, "jax_step": stat, "jax_gflops": 2 * n ** 3 / stat["median"] / 1e9}
     try:
         import torch
 
-        ta = torch.from_numpy(np.asarray(a))
+        ta = torch.from_numpy(x).to(getattr(torch, dtype))
         tstat = time_budgeted(lambda: torch.mm(ta, ta), budget_s, min_reps=5)
         out.update(torch_step=tstat, torch_gflops=2 * n ** 3 / tstat["median"] / 1e9)
     except ImportError:
@@ -76,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    ceiling = matmul_ceiling()
+    ceilings = {d: matmul_ceiling(dtype=d) for d in CEILING_DTYPES}
     rows = []
     for name in args.configs.split(","):
         cfg = get_config(name)
@@ -87,19 +93,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if path.exists():
             for mode, m in json.loads(path.read_text())["modes"].items():
                 gflops = flops["total"] / m["step"]["median"] / 1e9
-                row["modes"][mode] = {"gflops": gflops, "fraction_of_ceiling": gflops / ceiling["ceiling_gflops"]}
+                row["modes"][mode] = {"gflops": gflops, **{f"fraction_of_{d}_ceiling": gflops / c["ceiling_gflops"]
+                                                           for d, c in ceilings.items()}}
         rows.append(row)
-    res = {"machine": machine_info(), "matmul_ceiling": ceiling, "rows": rows}
+    res = {"machine": machine_info(), "matmul_ceilings": ceilings, "rows": rows}
     write_results(args.out, res)
-    plot(rows, ceiling, Path(args.out) / "efficiency.png")
-    print(f"matmul ceiling ({ceiling['n']}^2 float32): JAX {ceiling['jax_gflops']:.1f} GFLOP/s, "
-          f"torch {ceiling.get('torch_gflops', float('nan')):.1f} GFLOP/s")
-    print(f"{'config':9}{'GFLOP/step':>11}{'XLA count':>11}" + "".join(f"{m:>15}" for m in _modes(rows)))
+    plot(rows, ceilings, Path(args.out) / "efficiency.png")
+    for d, c in ceilings.items():
+        print(f"matmul ceiling ({c['n']}^2 {d}): JAX {c['jax_gflops']:.1f} GFLOP/s, "
+              f"torch {c.get('torch_gflops', float('nan')):.1f} GFLOP/s")
+    print(f"{'config':9}{'GFLOP/step':>11}{'XLA count':>11}" + "".join(f"{m + ' f32/bf16 %':>28}" for m in _modes(rows)))
     for r in rows:
         xla = r["xla_cost_analysis_flops"]
         print(f"{r['config']:9}{r['analytic_flops']['total'] / 1e9:11.2f}"
               f"{(xla or float('nan')) / 1e9:11.2f}"
-              + "".join(f"{r['modes'][m]['fraction_of_ceiling'] * 100:14.1f}%" if m in r["modes"] else f"{'-':>15}"
+              + "".join(f"{r['modes'][m]['fraction_of_float32_ceiling'] * 100:19.1f} /"
+                        f"{r['modes'][m]['fraction_of_bfloat16_ceiling'] * 100:6.1f}" if m in r["modes"] else f"{'-':>28}"
                         for m in _modes(rows)))
     return res
 
@@ -111,7 +120,7 @@ def _modes(rows: list[dict[str, Any]]) -> list[str]:
     return seen
 
 
-def plot(rows: list[dict[str, Any]], ceiling: dict[str, Any], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], ceilings: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +132,8 @@ def plot(rows: list[dict[str, Any]], ceiling: dict[str, Any], path: Path) -> Non
     for i, m in enumerate(modes):
         ax.bar([j + i * width for j, r in enumerate(rows) if m in r["modes"]],
                [r["modes"][m]["gflops"] for r in rows if m in r["modes"]], width, label=m)
-    ax.axhline(ceiling["ceiling_gflops"], color="k", ls="--", label="matmul ceiling")
+    for (d, c), ls in zip(ceilings.items(), ("--", ":")):
+        ax.axhline(c["ceiling_gflops"], color="k", ls=ls, label=f"{d} matmul ceiling")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], [r["config"] for r in rows])
     ax.set_ylabel("GFLOP/s (analytic FLOPs / step time)")
     ax.set_yscale("log")

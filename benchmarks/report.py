@@ -110,13 +110,17 @@ def markdown(out: Path) -> str:
                           f"{r['compile_s']:.1f}"] for r in mem["rows"]])
     eff = _load(out / "efficiency" / "results.json")
     if eff:
-        c = eff["matmul_ceiling"]
-        lines += _table(f"Efficiency (matmul ceiling, {c['n']}^2 float32 in this run: JAX {c['jax_gflops']:.1f}, "
-                        f"torch {c.get('torch_gflops', float('nan')):.1f} GFLOP/s)",
+        ceilings = eff["matmul_ceilings"]
+        title = "; ".join(f"{d} JAX {c['jax_gflops']:.1f}, torch {c.get('torch_gflops', float('nan')):.1f}"
+                          for d, c in ceilings.items())
+        n = next(iter(ceilings.values()))["n"]
+        lines += _table(f"Efficiency (GFLOP/s and % of the float32 / bf16 matmul ceilings, {n}^2 in this run: "
+                        f"{title} GFLOP/s)",
                         ["config", "analytic GFLOP/step", "XLA cost_analysis GFLOP", *MODES],
                         [[r["config"], f"{r['analytic_flops']['total'] / 1e9:.2f}",
                           f"{(r['xla_cost_analysis_flops'] or float('nan')) / 1e9:.2f}",
-                          *(f"{r['modes'][k]['gflops']:.1f} GF/s ({r['modes'][k]['fraction_of_ceiling'] * 100:.0f}%)"
+                          *(f"{r['modes'][k]['gflops']:.1f} ({r['modes'][k]['fraction_of_float32_ceiling'] * 100:.0f}% / "
+                            f"{r['modes'][k]['fraction_of_bfloat16_ceiling'] * 100:.0f}%)"
                             if k in r["modes"] else "-" for k in MODES)] for r in eff["rows"]])
     cs = _load(out / "conv_shapes" / "results.json")
     if cs:
