@@ -4,12 +4,14 @@ For every distinct conv shape of the tiny / small / resnet18 models (batch
 N = B*T frames), times under jit:
   fwd: y = conv(x, W)                xla | im2col (patches @ W) | shift (sum of k*k view @ W[i,j])
   dx:  transpose of conv in x, at dY xla (XLA's transposed conv) | im2col (col2im) | shift (k*k dY @ W[i,j]^T, padded, summed)
-  dw:  transpose of conv in W, at dY xla (kernel-gradient conv) | im2col (patches^T dY) | shift (k*k view^T @ dY)
+  dw:  transpose of conv in W, at dY xla (kernel-gradient conv) | im2col (patches^T dY) | shift (k*k view^T @ dY),
+       behind the step's fused BatchNorm/ReLU producer (the measured plan times it the same way)
 plus im2colT (patches built transposed) and, for stride-2 convs, s2d (a
 stride-1 conv on space-to-depth blocks) in every direction, compiled with
 jaxmtl's XLA:CPU options (jaxmtl/cpu_compiler.py), and records the winner of
-each direction. `python -m benchmarks convshapes` writes results.json with the table; jaxmtl/nn/conv.py's CPU plan is checked
-against these winners (the "plan_agrees" column).
+each direction (the functions are jaxmtl/nn/conv_plan.py's, which measures the plan the same
+way). `python -m benchmarks convshapes` writes results.json with the table; the fallback rule is
+checked against these winners (the "plan_agrees" column).
 """
 
 from __future__ import annotations
@@ -25,11 +27,9 @@ from jax import lax
 
 from benchmarks.timing import aot_compile, machine_info, time_budgeted, time_interleaved, write_results
 from jaxmtl.config import ModelConfig, get_config
-from jaxmtl.nn.conv_plan import ConvShape, rule_plan
-from jaxmtl.nn.conv_impl import FORMULATIONS, conv_by, formulations_for, out_size, shifted
+from jaxmtl.nn.conv_plan import DIRECTIONS, ConvShape, direction_fn, rule_plan
+from jaxmtl.nn.conv_impl import FORMULATIONS, out_size, shifted
 from jaxmtl.nn.pooling import max_pool2d
-
-DIRECTIONS = ("fwd", "dx", "dw")
 
 
 def conv_shapes(cfg: ModelConfig) -> list[dict[str, Any]]:
@@ -60,35 +60,21 @@ def conv_shapes(cfg: ModelConfig) -> list[dict[str, Any]]:
     return list(shapes.values())
 
 
-def _direction_fn(direction: str, method: str, shape: dict[str, Any], dtype):
-    k, s, p = shape["k"], shape["stride"], shape["pad"]
-    x = jax.ShapeDtypeStruct((shape["n"], shape["h"], shape["h"], shape["cin"]), dtype)
-    w = jax.ShapeDtypeStruct((k, k, shape["cin"], shape["cout"]), dtype)
-    if direction == "fwd":
-        return (lambda x, w: conv_by(method, x, w, s, p)), (x, w)
-    ho = out_size(shape["h"], k, s, p)
-    dy = jax.ShapeDtypeStruct((shape["n"], ho, ho, shape["cout"]), dtype)
-    if direction == "dx":
-        return (lambda w, dy: jax.linear_transpose(lambda x_: conv_by(method, x_, w, s, p), x)(dy)[0]), (w, dy)
-    return (lambda x, dy: jax.linear_transpose(lambda w_: conv_by(method, x, w_, s, p), w)(dy)[0]), (x, dy)
-
-
 def measure_shape(shape: dict[str, Any], budget_s: float, dtype=jnp.float32) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     row = dict(shape)
-    ho = out_size(shape["h"], shape["k"], shape["stride"], shape["pad"])
-    methods = formulations_for(shape["stride"], ho * ho)
+    conv = ConvShape(shape["n"], shape["h"], shape["h"], shape["cin"], shape["cout"], shape["k"], shape["stride"],
+                     shape["pad"], jnp.dtype(dtype).name)
     for direction in DIRECTIONS:
         times = {}
-        for method in methods:
-            fn, specs = _direction_fn(direction, method, shape, dtype)
+        for method in conv.candidates():
+            fn, specs = direction_fn(direction, method, conv)
             args = [jnp.asarray(rng.standard_normal(a.shape), dtype) for a in specs]
             compiled, _ = aot_compile(fn, *args)
             times[method] = time_budgeted(lambda: compiled(*args), budget_s)
         row[direction] = times
         row[f"{direction}_winner"] = min(times, key=lambda m: times[m]["median"])
-    plan = rule_plan(ConvShape(shape["n"], shape["h"], shape["h"], shape["cin"], shape["cout"],
-                               shape["k"], shape["stride"], shape["pad"], jnp.dtype(dtype).name))
+    plan = rule_plan(conv)
     row["plan"] = list(plan)
     row["plan_agrees"] = [plan[i] == row[f"{d}_winner"] for i, d in enumerate(DIRECTIONS)]
     # Time lost by the plan against the per-direction winner (seconds, per layer).

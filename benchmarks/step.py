@@ -40,10 +40,9 @@ def build_mode(cfg: ModelConfig, mode: str, jax_setup: tuple | None = None) -> t
 
         if mode == "jax_jit_bf16":
             step, args = S.jax_setup(cfg, compute_dtype=jax.numpy.bfloat16)
-            compiled, compile_s = aot_compile(step, *args)
-            return (lambda: compiled(*args)), {"compile_s": compile_s}
-        step, args = jax_setup or S.jax_setup(cfg)
-        if mode in ("jax_jit", "jax_jit_rule"):
+        else:
+            step, args = jax_setup or S.jax_setup(cfg)
+        if mode in ("jax_jit", "jax_jit_rule", "jax_jit_bf16"):
             conv_plan.forget_plans()
             with mock.patch.dict(os.environ, {"JAXMTL_CONV_PLAN": "rule"} if mode == "jax_jit_rule" else {}):
                 compiled, compile_s = aot_compile(step, *args)

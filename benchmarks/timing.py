@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from jaxmtl import cpu_compiler
+from jaxmtl.cpu_info import cpu_flags, cpu_model
 from jaxmtl.cpu_malloc import allocator, malloc_tuned
 
 
@@ -92,27 +93,6 @@ def aot_compile(fn: Callable, *args, **jit_kwargs) -> tuple[Any, float]:
     t0 = time.perf_counter()
     compiled = cpu_compiler.jit(fn, **jit_kwargs).lower(*args).compile()
     return compiled, time.perf_counter() - t0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(f for f in line.split(":", 1)[1].split()
-                              if f.startswith(("avx", "fma", "amx", "sse4")))
-    except OSError:
-        pass
-    return []
 
 
 def set_torch_threads(n: int | None = None) -> int:

@@ -124,6 +124,7 @@ def test_the_bf16_step_computes_in_bf16_and_keeps_float32_state():
 
     step16, args = S.jax_setup(TINY, compute_dtype=jnp.bfloat16)
     step32, _ = S.jax_setup(TINY)
+    # The suite runs with x64 on, where some of the setup's leaves come out float64; the benchmark runs without.
     args = jax.tree.map(lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a, args)
     jaxpr = str(jax.make_jaxpr(step16)(*args))
     assert "conv_general_dilated" in jaxpr and "bf16[" in jaxpr

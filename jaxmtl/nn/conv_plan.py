@@ -159,18 +159,10 @@ def cache_dir() -> Path:
 def machine_key() -> dict[str, str]:
     """What a measured plan depends on besides the shape: CPU, cores, library versions, compiler options."""
     import importlib.metadata as md
-    import platform
 
     from jaxmtl.cpu_compiler import compiler_options
+    from jaxmtl.cpu_info import cpu_flags, cpu_model
 
-    model, flags = platform.processor() or "unknown", ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = " ".join(sorted(f for f in line.split(":", 1)[1].split()
-                                        if f.startswith(("avx", "fma", "amx", "sse"))))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
     def version(pkg: str) -> str:
@@ -179,7 +171,7 @@ def machine_key() -> dict[str, str]:
         except md.PackageNotFoundError:
             return "none"
 
-    return {"cpu": model, "simd_flags": flags, "cores": str(cores), "jax": version("jax"),
+    return {"cpu": cpu_model(), "simd_flags": " ".join(cpu_flags()), "cores": str(cores), "jax": version("jax"),
             "jaxlib": version("jaxlib"), "jaxmtl": version("jaxmtl"),
             "compiler_options": json.dumps(compiler_options("cpu"), sort_keys=True)}
 
@@ -250,7 +242,7 @@ def write_entry(path: Path, key: str, entry: dict) -> None:
 
 # ---- measuring -----------------------------------------------------------------------------
 
-def _direction_fn(direction: str, method: str, shape: ConvShape):
+def direction_fn(direction: str, method: str, shape: ConvShape):
     """(function, input shapes) computing one direction of the conv with `method`."""
     dtype = jnp.dtype(shape.dtype)
     k, s, p = shape.k, shape.stride, shape.padding
@@ -311,7 +303,7 @@ def measure(shape: ConvShape, budget_s: float = MEASURE_S) -> dict:
     for direction in DIRECTIONS:
         fns = {}
         for method in shape.candidates():
-            fn, specs = _direction_fn(direction, method, shape)
+            fn, specs = direction_fn(direction, method, shape)
             fns[method] = (jit(fn).lower(*specs).compile(), specs)
         times = _time_candidates(fns, budget_s)
         ms[direction] = {m: round(t * 1e3, 4) for m, t in times.items()}

@@ -259,12 +259,20 @@ def envelope_run(pair, batches: Sequence, opt, members: Sequence[str] = MEMBERS,
     return envelope(opt.name, distances, distance(jax_trace(pair, batches, opt), anchor), replays=replays, **kw)
 
 
+def _trajectory_ratios(env: Envelope) -> dict[str, float]:
+    """{"<metric>@step<t>": port / (k * spread + floor)}."""
+    return {f"{m}@step{t + 1}": float(r) for m in METRICS for t, r in enumerate(getattr(env.ratio, m))}
+
+
 def envelope_check(env: Envelope) -> Check:
     """envelope/<name>: the worst of port / (k * spread + floor) over steps and metrics and of each
     replay's worst error / its tolerance; tolerance 1."""
-    errs = {f"{m}@step{t + 1}": float(r) for m in METRICS for t, r in enumerate(getattr(env.ratio, m))}
-    errs.update({f"optimizer:replay/{name}": r for name, r in env.optimizer.items()})
+    errs = {**_trajectory_ratios(env), **{f"optimizer:replay/{name}": r for name, r in env.optimizer.items()}}
     return check_from_errs(f"envelope/{env.name}", errs, 1.0)
+
+
+def _worst_replay(env: Envelope) -> str:
+    return max(env.optimizer, key=env.optimizer.get)
 
 
 def describe(env: Envelope) -> str:
@@ -272,16 +280,15 @@ def describe(env: Envelope) -> str:
     where = f"left it at step {env.first_exit}" if env.first_exit else "never left it"
     selfs = torch_self_ratio(env)
     own = f"; torch's own runs against each other: worst {max(selfs.values()):.2f}" if selfs else ""
-    stacked = np.stack(env.ratio)                                  # (metrics, steps)
-    m, t = np.unravel_index(np.nanargmax(np.where(np.isnan(stacked), np.inf, stacked)), stacked.shape)
+    trajectory = check_from_errs(f"envelope/{env.name}", _trajectory_ratios(env), 1.0)
     if env.optimizer:
-        worst = max(env.optimizer, key=env.optimizer.get)
+        worst = _worst_replay(env)
         optimizer = f"; optimizer formulas on recorded gradients: worst {env.optimizer[worst]:.2g} of the tolerance " \
                     f"(replay/{worst})"
     else:
         optimizer = "; optimizer formulas not judged (no replay of this optimizer)"
     return (f"envelope/{env.name}: {'PASS' if envelope_check(env).passed else 'FAIL'}; trajectory worst "
-            f"{worst_ratio(env.ratio):.2g} of k * spread + floor ({METRICS[m]}@step{t + 1}), {where}; "
+            f"{trajectory.max_rel_err:.2g} of k * spread + floor ({trajectory.worst}), {where}; "
             f"k = {env.k:g}, {len(env.members)} torch float32 runs against torch float64{own}{optimizer}")
 
 
@@ -316,7 +323,7 @@ def plot_envelope(ax_distance, ax_ratio, env: Envelope) -> None:
             ax.axvline(env.first_exit, color="red", lw=0.8, ls=":")
     ax_ratio.set_ylabel("jax distance / tolerance")
     if env.optimizer:  # the envelope's other part: one number per replay, no per-step curve here
-        worst = max(env.optimizer, key=env.optimizer.get)
+        worst = _worst_replay(env)
         ax_ratio.set_title(f"optimizer part: replay/{worst} at {env.optimizer[worst]:.2g} of its tolerance",
                            fontsize=8, color="red" if env.optimizer[worst] > 1 else "black")
     ax_ratio.set_xlabel("step")
