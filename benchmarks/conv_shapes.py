@@ -11,12 +11,20 @@ stride-1 conv on space-to-depth blocks) in every direction, compiled with
 jaxmtl's XLA:CPU options (jaxmtl/cpu_compiler.py), and records the winner of
 each direction (the functions are jaxmtl/nn/conv_plan.py's, which measures the plan the same
 way). `python -m benchmarks convshapes` writes results.json with the table; the fallback rule is
-checked against these winners (the "plan_agrees" column).
+checked against these winners (the "plan_agrees" column). torch's own
+convolution is timed on the same shapes, in a process of its own started
+before any JAX work (benchmarks/conv_shapes_torch.py), and each config's rows
+are summed, weighted by how many layers share a shape, into the convolution
+time of one training step: JAX with the fallback rule, JAX with the
+per-direction winners, torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 from functools import reduce
 from typing import Any
 
@@ -146,6 +154,46 @@ def maxpool_study(cfg: ModelConfig, budget_s: float) -> dict[str, Any]:
     return row
 
 
+def torch_rows(shapes: list[dict[str, Any]], budget_s: float) -> dict[str, Any]:
+    """torch's forward/dX/dW stats per shape, measured by benchmarks/conv_shapes_torch.py in its own process."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.conv_shapes_torch", json.dumps(shapes), str(budget_s)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the torch conv-shapes worker failed (status {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout)
+
+
+def directions_needed(row: dict[str, Any]) -> tuple[str, ...]:
+    """The directions a training step computes for this shape: the stem's input is the images, so
+    neither framework computes its dX."""
+    return tuple(d for d in DIRECTIONS if not (row["layer"] == "stem" and d == "dx"))
+
+
+def step_conv_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per config, the convolution seconds of one training step (per-shape medians x layers sharing
+    the shape): {"jax_rule_s", "jax_best_s", "torch_s"}."""
+    totals: dict[str, dict[str, float]] = {}
+    for r in rows:
+        t = totals.setdefault(r["config"], {"jax_rule_s": 0.0, "jax_best_s": 0.0, "torch_s": 0.0})
+        for d in directions_needed(r):
+            t["jax_rule_s"] += r["count"] * r[d][r["plan"][DIRECTIONS.index(d)]]["median"]
+            t["jax_best_s"] += r["count"] * r[d][r[f"{d}_winner"]]["median"]
+            t["torch_s"] += r["count"] * r["torch"][d]["median"]
+    return totals
+
+
+def print_torch_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'config':9}{'layer':22}{'x':>3}  " + "  ".join(f"{d + ' JAX rule/best/torch ms':30}" for d in DIRECTIONS))
+    for r in rows:
+        cells = [f"{r[d][r['plan'][i]]['median'] * 1e3:.2f}/{r[d][r[d + '_winner']]['median'] * 1e3:.2f}/"
+                 f"{r['torch'][d]['median'] * 1e3:.2f}" + ("" if d in directions_needed(r) else " (unused)")
+                 for i, d in enumerate(DIRECTIONS)]
+        print(f"{r['config']:9}{r['layer']:22}{r['count']:3}  " + "  ".join(f"{c:30}" for c in cells))
+    for name, t in step_conv_totals(rows).items():
+        print(f"{name}: convolutions of one training step, JAX rule {t['jax_rule_s'] * 1e3:.1f} ms, JAX per-direction "
+              f"winners {t['jax_best_s'] * 1e3:.1f} ms, torch {t['torch_s'] * 1e3:.1f} ms")
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'config':9}{'layer':22}{'N':>4}{'HxW':>6}{'Cin':>5}{'Cout':>5}{'k/s':>5}  "
           + "  ".join(f"{d + ': ' + '/'.join(FORMULATIONS) + ' ms (win)':34}" for d in DIRECTIONS) + "  plan")
@@ -166,18 +214,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    shapes = [s for name in args.configs.split(",") for s in conv_shapes(get_config(name))]
+    torch_side = torch_rows(shapes, args.budget)  # first: no JAX work has started threads yet
     rows = []
-    for name in args.configs.split(","):
-        for shape in conv_shapes(get_config(name)):
-            rows.append(measure_shape(shape, args.budget))
-            print_table(rows[-1:])
+    for shape, t in zip(shapes, torch_side["rows"]):
+        rows.append({**measure_shape(shape, args.budget), "torch": t})
+        print_table(rows[-1:])
     print_table(rows)
+    print_torch_table(rows)
     pools = [maxpool_study(get_config(name), args.budget) for name in args.configs.split(",")]
     for p in pools:
         names = list(p["step"])  # the study's variants, in its order
         print(f"max-pool fwd+bwd {p['config']:9} {p['shape']}, {' / '.join(names)}: "
               + " / ".join(f"{p[v]['median'] * 1e3:.2f}" for v in names) + " ms; whole training step with each: "
               + " / ".join(f"{p['step'][v]['median'] * 1e3:.1f}" for v in names) + " ms")
-    results = {"machine": machine_info(), "rows": rows, "maxpool": pools}
+    results = {"machine": machine_info(), "torch_threads": torch_side["torch_threads"], "rows": rows,
+               "step_conv_totals": step_conv_totals(rows), "maxpool": pools}
     write_results(args.out, results)
     return results

@@ -135,3 +135,45 @@ def test_the_bf16_step_computes_in_bf16_and_keeps_float32_state():
     # bfloat16 keeps 8 significant bits (relative rounding 2**-9 = 2e-3 per operation);
     # measured on tiny: 2.1e-3 relative.
     assert abs(float(out16[3]) - float(out32[3])) / abs(float(out32[3])) < 2e-2
+
+
+# ---- benchmarks/conv_shapes.py: step totals and torch's per-shape worker ----
+
+def _stat(ms: float) -> dict:
+    return {"median": ms * 1e-3}
+
+
+def test_step_conv_totals_weight_by_layers_and_skip_the_stems_input_gradient():
+    from benchmarks.conv_shapes import step_conv_totals
+
+    def row(layer, count, jax_ms, torch_ms):
+        # two formulations per direction: "a" (the rule's) takes jax_ms, "b" half of it and wins
+        return {"config": "c", "layer": layer, "count": count, "plan": ["a", "a", "a"],
+                **{d: {"a": _stat(jax_ms), "b": _stat(jax_ms / 2)} for d in ("fwd", "dx", "dw")},
+                **{f"{d}_winner": "b" for d in ("fwd", "dx", "dw")},
+                "torch": {d: _stat(torch_ms) for d in ("fwd", "dx", "dw")}}
+
+    totals = step_conv_totals([row("stem", 1, 10.0, 4.0), row("layer1.x.conv", 3, 2.0, 1.0)])["c"]
+    # stem: fwd + dW only (2 directions); layer1: 3 layers x 3 directions
+    assert totals["jax_rule_s"] == pytest.approx((2 * 10.0 + 9 * 2.0) * 1e-3)
+    assert totals["jax_best_s"] == pytest.approx((2 * 5.0 + 9 * 1.0) * 1e-3)
+    assert totals["torch_s"] == pytest.approx((2 * 4.0 + 9 * 1.0) * 1e-3)
+
+
+def test_torch_conv_shapes_worker_times_every_direction_of_every_shape():
+    from benchmarks.conv_shapes import torch_rows
+
+    shapes = [dict(config="t", layer="a", n=2, h=8, cin=3, cout=4, k=3, stride=1, pad=1, count=1),
+              dict(config="t", layer="b", n=2, h=8, cin=4, cout=8, k=1, stride=2, pad=0, count=2)]
+    answer = torch_rows(shapes, budget_s=0.0)
+    assert answer["torch_threads"] >= 1 and len(answer["rows"]) == 2
+    for r in answer["rows"]:
+        assert set(r) == {"fwd", "dx", "dw"} and all(r[d]["median"] > 0 and r[d]["reps"] >= 3 for d in r)
+
+
+def test_torch_conv_shapes_worker_failure_names_its_error():
+    from benchmarks.conv_shapes import torch_rows
+
+    bad = [dict(config="t", layer="a", n=2, h=8, cin=3, cout=4, k=3, stride=1, pad=-1, count=1)]
+    with pytest.raises(RuntimeError, match="(?s)torch conv-shapes worker failed.*padding"):
+        torch_rows(bad, budget_s=0.0)
