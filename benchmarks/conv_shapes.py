@@ -182,13 +182,17 @@ def step_conv_totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return totals
 
 
+def torch_comparison_cells(row: dict[str, Any]) -> list[str]:
+    """Per direction "JAX rule / JAX winner / torch" in ms, marked where the step does not compute it."""
+    return [f"{row[d][row['plan'][i]]['median'] * 1e3:.2f}/{row[d][row[d + '_winner']]['median'] * 1e3:.2f}/"
+            f"{row['torch'][d]['median'] * 1e3:.2f}" + ("" if d in directions_needed(row) else " (unused)")
+            for i, d in enumerate(DIRECTIONS)]
+
+
 def print_torch_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'config':9}{'layer':22}{'x':>3}  " + "  ".join(f"{d + ' JAX rule/best/torch ms':30}" for d in DIRECTIONS))
     for r in rows:
-        cells = [f"{r[d][r['plan'][i]]['median'] * 1e3:.2f}/{r[d][r[d + '_winner']]['median'] * 1e3:.2f}/"
-                 f"{r['torch'][d]['median'] * 1e3:.2f}" + ("" if d in directions_needed(r) else " (unused)")
-                 for i, d in enumerate(DIRECTIONS)]
-        print(f"{r['config']:9}{r['layer']:22}{r['count']:3}  " + "  ".join(f"{c:30}" for c in cells))
+        print(f"{r['config']:9}{r['layer']:22}{r['count']:3}  " + "  ".join(f"{c:30}" for c in torch_comparison_cells(r)))
     for name, t in step_conv_totals(rows).items():
         print(f"{name}: convolutions of one training step, JAX rule {t['jax_rule_s'] * 1e3:.1f} ms, JAX per-direction "
               f"winners {t['jax_best_s'] * 1e3:.1f} ms, torch {t['torch_s'] * 1e3:.1f} ms")

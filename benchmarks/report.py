@@ -136,17 +136,13 @@ def markdown(out: Path) -> str:
                         ["config", "layer", "N", "HxW", "Cin->Cout", "k/s", "fwd", "dx", "dw", "plan", "plan loss ms"],
                         rows)
         if all("torch" in r for r in cs["rows"]):
-            from benchmarks.conv_shapes import DIRECTIONS, directions_needed
-
-            def cell(r, i, d):
-                ms = (r[d][r["plan"][i]]["median"], r[d][r[d + "_winner"]]["median"], r["torch"][d]["median"])
-                return "/".join(f"{t * 1e3:.2f}" for t in ms) + ("" if d in directions_needed(r) else " (unused)")
+            from benchmarks.conv_shapes import DIRECTIONS, torch_comparison_cells
 
             lines += _table("Conv time per shape against torch (median ms: JAX with the rule / JAX's winner / "
                             "torch's own convolution, NCHW, each in its own process)",
                             ["config", "layer", *DIRECTIONS],
-                            [[r["config"], f"{r['layer']} (x{r['count']})",
-                              *(cell(r, i, d) for i, d in enumerate(DIRECTIONS))] for r in cs["rows"]])
+                            [[r["config"], f"{r['layer']} (x{r['count']})", *torch_comparison_cells(r)]
+                             for r in cs["rows"]])
             for name, t in cs["step_conv_totals"].items():
                 lines.append(f"Convolutions of one {name} training step (shapes x layers sharing them, without the "
                              f"stem's dX): JAX rule {t['jax_rule_s'] * 1e3:.1f} ms, JAX per-direction winners "

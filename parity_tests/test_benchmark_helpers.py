@@ -177,3 +177,26 @@ def test_torch_conv_shapes_worker_failure_names_its_error():
     bad = [dict(config="t", layer="a", n=2, h=8, cin=3, cout=4, k=3, stride=1, pad=-1, count=1)]
     with pytest.raises(RuntimeError, match="(?s)torch conv-shapes worker failed.*padding"):
         torch_rows(bad, budget_s=0.0)
+
+
+def test_report_renders_the_torch_conv_table_and_step_totals(tmp_path):
+    import json
+
+    from benchmarks.conv_shapes import step_conv_totals
+    from benchmarks.report import markdown
+
+    row = {"config": "c", "layer": "stem", "count": 1, "n": 2, "h": 8, "cin": 3, "cout": 4, "k": 7, "stride": 2,
+           "plan": ["a", "a", "a"], "plan_loss_s": 0.0,
+           **{d: {"a": _stat(2.0), "b": _stat(1.0)} for d in ("fwd", "dx", "dw")},
+           **{f"{d}_winner": "b" for d in ("fwd", "dx", "dw")},
+           "torch": {d: _stat(0.5) for d in ("fwd", "dx", "dw")}}
+    (tmp_path / "conv_shapes").mkdir()
+    (tmp_path / "conv_shapes" / "results.json").write_text(json.dumps(
+        {"rows": [row], "step_conv_totals": step_conv_totals([row]), "maxpool": []}))
+    text = markdown(tmp_path)
+    assert "| c | stem (x1) | 2.00/1.00/0.50 | 2.00/1.00/0.50 (unused) | 2.00/1.00/0.50 |" in text
+    assert "JAX rule 4.0 ms, JAX per-direction winners 2.0 ms, torch 1.0 ms" in text
+    # results from before torch's side was measured: the formulation table only
+    del row["torch"]
+    (tmp_path / "conv_shapes" / "results.json").write_text(json.dumps({"rows": [row], "maxpool": []}))
+    assert "against torch" not in markdown(tmp_path) and "Conv formulations per shape" in markdown(tmp_path)
