@@ -200,3 +200,12 @@ def test_report_renders_the_torch_conv_table_and_step_totals(tmp_path):
     del row["torch"]
     (tmp_path / "conv_shapes" / "results.json").write_text(json.dumps({"rows": [row], "maxpool": []}))
     assert "against torch" not in markdown(tmp_path) and "Conv formulations per shape" in markdown(tmp_path)
+
+
+def test_report_says_when_jit_compile_time_includes_measuring_conv_plans():
+    from benchmarks.report import jit_compile_cell
+
+    plans = [{"shape": "a", "plan": ["xla"] * 3, "source": s} for s in ("measured", "cache", "measured", "rule")]
+    assert jit_compile_cell({"compile_s": 32.31, "conv_plans": plans}) == "32.3 (incl. measuring 2 conv plans)"
+    assert jit_compile_cell({"compile_s": 6.0, "conv_plans": plans[1:2]}) == "6.0"
+    assert jit_compile_cell({"compile_s": 6.0}) == "6.0"  # results from before conv plans were recorded
