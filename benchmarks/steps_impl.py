@@ -20,12 +20,9 @@ import optax
 from jaxmtl import functional as F
 from jaxmtl.batch import Batch, random_batch
 from jaxmtl.config import ModelConfig
+from jaxmtl.trees import cast_floating
 
 LR, MOMENTUM = 0.01, 0.9
-
-
-def _cast(tree, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
 def jax_train_step(graphdef, cfg: ModelConfig, opt: optax.GradientTransformation,
@@ -42,9 +39,9 @@ def jax_train_step(graphdef, cfg: ModelConfig, opt: optax.GradientTransformation
         if compute_dtype is None:
             return F.loss_fn(params, batch_stats, batch, graphdef, cfg)
         low = batch._replace(images=batch.images.astype(compute_dtype), dyn=batch.dyn.astype(compute_dtype))
-        loss, (parts, stats, out) = F.loss_fn(_cast(params, compute_dtype), _cast(batch_stats, compute_dtype),
+        loss, (parts, stats, out) = F.loss_fn(cast_floating(params, compute_dtype), cast_floating(batch_stats, compute_dtype),
                                               low, graphdef, cfg)
-        return loss.astype(jnp.float32), (parts, _cast(stats, jnp.float32), out)
+        return loss.astype(jnp.float32), (parts, cast_floating(stats, jnp.float32), out)
 
     def step(params, batch_stats, opt_state, batch):
         (loss, (_, new_stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, batch)

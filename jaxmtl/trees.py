@@ -1,10 +1,11 @@
-"""Pytree helpers: flat name -> array views of NNX state, and the one relative-error metric."""
+"""Pytree helpers: flat name -> array views of NNX state, a floating-point cast, and the one relative-error metric."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -38,6 +39,11 @@ def unflatten_like(template: nnx.State, flat: Mapping[str, Any]) -> nnx.State:
     out = jax.tree.map(lambda x: x, template)  # fresh State; the template stays untouched
     nnx.replace_by_pure_dict(out, pure)
     return out
+
+
+def cast_floating(tree: Any, dtype) -> Any:
+    """Every floating leaf of `tree` cast to `dtype` (traceable: `astype`); other leaves unchanged."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
 def rel_err(a: Any, b: Any) -> float:

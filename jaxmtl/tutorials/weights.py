@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxmtl.trees import path_name
+from jaxmtl.trees import cast_floating, path_name
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
@@ -36,4 +36,4 @@ def fill(abstract: nnx.State, flat: dict[str, np.ndarray], dtype: str) -> nnx.St
 
 
 def cast_floats(state: nnx.State, dtype: str) -> nnx.State:
-    return jax.tree.map(lambda a: a.astype(DTYPES[dtype]) if jnp.issubdtype(a.dtype, jnp.floating) else a, state)
+    return cast_floating(state, DTYPES[dtype])
