@@ -68,11 +68,15 @@ def conv_shapes(cfg: ModelConfig) -> list[dict[str, Any]]:
     return list(shapes.values())
 
 
+def conv_shape(row: dict[str, Any], dtype: str = "float32") -> ConvShape:
+    """The planner's ConvShape of a `conv_shapes` row (square maps)."""
+    return ConvShape(row["n"], row["h"], row["h"], row["cin"], row["cout"], row["k"], row["stride"], row["pad"], dtype)
+
+
 def measure_shape(shape: dict[str, Any], budget_s: float, dtype=jnp.float32) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     row = dict(shape)
-    conv = ConvShape(shape["n"], shape["h"], shape["h"], shape["cin"], shape["cout"], shape["k"], shape["stride"],
-                     shape["pad"], jnp.dtype(dtype).name)
+    conv = conv_shape(shape, jnp.dtype(dtype).name)
     for direction in DIRECTIONS:
         times = {}
         for method in conv.candidates():

@@ -129,12 +129,11 @@ def test_gradient_wrt_one_argument_only():
 
 
 def test_rule_plan_names_known_formulations_for_every_model_shape():
-    from benchmarks.conv_shapes import conv_shapes
+    from benchmarks.conv_shapes import conv_shape, conv_shapes
 
     for cfg in CONFIGS.values():
         for s in conv_shapes(cfg):
-            plan = rule_plan(ConvShape(s["n"], s["h"], s["h"], s["cin"], s["cout"], s["k"], s["stride"], s["pad"],
-                                       "float32"))
+            plan = rule_plan(conv_shape(s))
             ho = out_size(s["h"], s["k"], s["stride"], s["pad"])
             assert len(plan) == 3 and set(plan) <= set(formulations_for(s["stride"], ho * ho)), (s, plan)
 
