@@ -72,9 +72,9 @@ DIRECTIONS = ("fwd", "dx", "dw")
 CACHE_FORMAT = 1
 MEASURE_S = 0.15   # timed seconds per candidate and direction (after one untimed call)
 MAX_REPS = 20
-# An isolated lead smaller than this keeps the rule's formulation (`choose`). With the plain
-# fastest-wins choice the measured plans made the whole step 1-3% slower than the rule on a
-# 2-core AMD EPYC with AVX-512 (benchmarks/README.md, "Measured conv plans").
+# An isolated lead smaller than this keeps the rule's formulation (`choose`): with plain
+# fastest-wins the measured plans made whole steps slower than the rule (benchmarks/README.md,
+# "Conv plans measured per machine").
 RULE_MARGIN = 0.10
 
 # Largest (H*W*C) x (Ho*Wo*O) matrix the rule's "dense" formulation builds.
